@@ -1,0 +1,37 @@
+"""What every command shares: the lab, the settings, JSON and table output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import typer
+
+from tradelab.lab import Lab
+from tradelab.settings import Settings, load_settings
+
+
+def lab_from(ctx: typer.Context) -> Lab:
+    """The lab chosen by --lab-dir / TRADELAB_HOME / the default."""
+    root = ctx.find_root()
+    lab_dir = (root.obj or {}).get("lab_dir") if root.obj else None
+    return Lab.from_flag(lab_dir)
+
+
+def settings_from(ctx: typer.Context, flags: Mapping[str, Any] | None = None) -> Settings:
+    """Effective settings for the lab, with this command's flags on top."""
+    return load_settings(lab_from(ctx), flags=flags)
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def print_table(rows: list[Mapping[str, Any]], headers: list[str] | None = None) -> None:
+    from tabulate import tabulate
+
+    if not rows:
+        return
+    headers = headers or list(rows[0].keys())
+    typer.echo(tabulate([[r.get(h, "") for h in headers] for r in rows], headers=headers))

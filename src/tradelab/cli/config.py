@@ -1,0 +1,7 @@
+"""`tradelab` commands: config (to be written)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass

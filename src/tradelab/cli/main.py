@@ -1,0 +1,88 @@
+"""The root `tradelab` command: global options and the command groups.
+
+Each module in tradelab.cli declares its commands with `register(app)`. Command
+modules import only typer and light tradelab modules at import time; Docker,
+Flask, psycopg and Locust are imported inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from typer.core import TyperGroup
+
+from tradelab import __version__
+from tradelab.errors import TradelabError
+
+
+class _Group(TyperGroup):
+    """Turns a TradelabError anywhere below into one line on stderr and exit 1."""
+
+    def invoke(self, ctx):  # noqa: D102
+        try:
+            return super().invoke(ctx)
+        except TradelabError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="tradelab",
+    help="An SRE practice lab: a trading system, its observability stack, load and chaos.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tradelab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    lab_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--lab-dir",
+            envvar="TRADELAB_HOME",
+            help="Lab directory (settings, secrets, state). Default: the user data dir.",
+            show_default=False,
+        ),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """An SRE practice lab: a trading system, its observability stack, load and chaos."""
+    ctx.obj = {"lab_dir": lab_dir}
+
+
+def _register_all() -> None:
+    from tradelab.cli import chaos, config, db, load, ops, serve, stack
+
+    for module in (stack, chaos, ops, load, db, serve, config):
+        module.register(app)
+
+
+_register_all()
+
+
+def run() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except TradelabError as exc:  # raised outside a command, e.g. while parsing
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)

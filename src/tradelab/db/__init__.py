@@ -1,0 +1,1 @@
+"""The system of record: connection URLs, migrations, an embeddable cluster."""

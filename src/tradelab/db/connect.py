@@ -1,0 +1,84 @@
+"""Which database to talk to, as whom, and errors a person can act on.
+
+    url = resolve_url(None, settings, lab, role="operator")
+    with connect(url) as conn: ...
+
+Roles: `admin` (the server's superuser, for migrations), `app` (reads and writes
+trades) and `operator` (read-only, for find-trade and investigate-failures).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from tradelab.errors import TradelabError
+
+DB_NAME = "tradelab"
+ADMIN_USER = "postgres"
+APP_ROLE = "tradelab_app"
+OPERATOR_ROLE = "tradelab_operator"
+
+Role = Literal["admin", "app", "operator"]
+_ROLE_USER = {"admin": ADMIN_USER, "app": APP_ROLE, "operator": OPERATOR_ROLE}
+_ROLE_SECRET = {
+    "admin": "postgres_password",
+    "app": "app_db_password",
+    "operator": "operator_db_password",
+}
+
+
+def lab_database_url(settings: Any, lab: Any, role: Role, host: str = "127.0.0.1",
+                     port: int | None = None) -> str:
+    """The URL of the lab's own database for `role`, with the lab's generated password."""
+    password = quote(lab.secret(_ROLE_SECRET[role]), safe="")
+    port = port or settings.ports.postgres
+    return f"postgresql://{_ROLE_USER[role]}:{password}@{host}:{port}/{DB_NAME}"
+
+
+def resolve_url(explicit: str | None, settings: Any, lab: Any, role: Role) -> str:
+    """--database-url, else TRADELAB_DATABASE_URL / settings, else the lab's credentials."""
+    return explicit or settings.database_url or lab_database_url(settings, lab, role)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable database URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def explain(exc: Exception, url: str) -> str:
+    """One line saying what went wrong connecting to `url` and what to check."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    where = redact(url)
+    low = text.lower()
+    if "password authentication failed" in low or "no password supplied" in low:
+        return (f"database refused the password for {where}: check the user and password "
+                "(--database-url / TRADELAB_DATABASE_URL, or the lab's secrets/)")
+    if "does not exist" in low and "database" in low:
+        return f"database not found at {where}: create it, or run `tradelab db migrate`"
+    if "role" in low and "does not exist" in low:
+        return f"database role missing at {where}: run `tradelab db migrate` first"
+    if any(s in low for s in ("connection refused", "could not connect", "timeout",
+                              "no such file", "could not translate host", "name or service")):
+        return (f"database unreachable at {where}: is PostgreSQL running? "
+                "(`tradelab up`, or check --database-url / TRADELAB_DATABASE_URL)")
+    return f"database error at {where}: {text}"
+
+
+def connect(url: str, *, connect_timeout: int = 5, **kwargs: Any):
+    """A psycopg connection, or a TradelabError that says what to check."""
+    import psycopg
+
+    try:
+        return psycopg.connect(url, connect_timeout=connect_timeout, **kwargs)
+    except psycopg.Error as exc:
+        raise TradelabError(explain(exc, url)) from None
+    except (ValueError, psycopg.ProgrammingError) as exc:
+        raise TradelabError(f"invalid database URL {redact(url)}: {exc}") from None

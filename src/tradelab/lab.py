@@ -1,0 +1,99 @@
+"""The lab directory: settings file, generated secrets, rendered configs, state, data.
+
+    lab = Lab.from_flag(None)      # --lab-dir, else $TRADELAB_HOME, else the user data dir
+    lab.secret("app_db_password")  # generated once, stored 0600 under secrets/ (0700)
+    lab.chaos_file                 # state/chaos.json
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from tradelab.errors import TradelabError
+
+SECRET_NAMES = (
+    "postgres_password",
+    "app_db_password",
+    "operator_db_password",
+    "grafana_admin_password",
+)
+
+
+@dataclass(frozen=True)
+class Lab:
+    root: Path
+
+    @classmethod
+    def from_flag(cls, lab_dir: Path | str | None) -> Lab:
+        if lab_dir:
+            return cls(Path(lab_dir).expanduser().resolve())
+        if os.environ.get("TRADELAB_HOME"):
+            return cls(Path(os.environ["TRADELAB_HOME"]).expanduser().resolve())
+        import platformdirs
+
+        return cls(Path(platformdirs.user_data_dir("tradelab", appauthor=False)))
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "tradelab.yaml"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.root / "secrets"
+
+    @property
+    def rendered_dir(self) -> Path:
+        return self.root / "rendered"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def chaos_file(self) -> Path:
+        return self.state_dir / "chaos.json"
+
+    def ensure(self) -> Lab:
+        """Create the directories (secrets/ private) if they are missing."""
+        try:
+            for d in (self.root, self.state_dir):
+                d.mkdir(parents=True, exist_ok=True)
+            self.secrets_dir.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(self.secrets_dir, 0o700)
+        except OSError as exc:
+            raise TradelabError(
+                f"cannot create the lab directory {self.root}: {exc.strerror}; "
+                "choose another with --lab-dir or TRADELAB_HOME"
+            ) from None
+        return self
+
+    def secret_path(self, name: str) -> Path:
+        return self.secrets_dir / name
+
+    def secret(self, name: str) -> str:
+        """The secret `name`, generated on first use and kept (file mode 0600)."""
+        path = self.secret_path(name)
+        if path.is_file():
+            return path.read_text().strip()
+        self.ensure()
+        value = secrets.token_urlsafe(24)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first: theirs wins
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as f:
+            f.write(value + "\n")
+        return value
+
+    def ensure_secrets(self) -> dict[str, Path]:
+        """Generate every secret the stack needs; return name -> file."""
+        for name in SECRET_NAMES:
+            self.secret(name)
+        return {name: self.secret_path(name) for name in SECRET_NAMES}

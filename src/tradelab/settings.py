@@ -1,0 +1,240 @@
+"""Effective settings: defaults <- <lab>/tradelab.yaml <- TRADELAB_* environment <- flags.
+
+    settings = load_settings(Lab.from_flag(None), flags={"api.workers": 4})
+    settings.ports.api          # 8000
+    settings.sources["api.workers"]  # "flag"
+
+Nested keys are dotted in files' YAML mappings and flags ("ports.api"), and use a
+double underscore in the environment (TRADELAB_PORTS__API=8001). Environment
+values are read as YAML scalars, so "8001" is a number and "[A, B]" a list.
+The model is strict (unknown keys are errors), so a typo in tradelab.yaml is a
+one-line error naming the key, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
+from tradelab.errors import TradelabError
+
+ENV_PREFIX = "TRADELAB_"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Ports(_Model):
+    """Host ports; published on `bind_address`."""
+
+    api: int = Field(8000, ge=1, le=65535)
+    engine: int = Field(9101, ge=1, le=65535)  # the engine's /metrics
+    postgres: int = Field(15432, ge=1, le=65535)
+    prometheus: int = Field(9090, ge=1, le=65535)
+    alertmanager: int = Field(9093, ge=1, le=65535)
+    grafana: int = Field(3000, ge=1, le=65535)
+    loki: int = Field(3100, ge=1, le=65535)
+    locust: int = Field(8089, ge=1, le=65535)
+
+
+class ApiSettings(_Model):
+    workers: int = Field(2, ge=1, le=64)
+    threads: int = Field(4, ge=1, le=64)
+    db_pool_size: int = Field(4, ge=1, le=100)  # per worker
+    db_timeout_s: float = Field(2.0, gt=0)  # wait for a pooled connection, then 503
+    max_body_bytes: int = Field(16384, ge=1024)
+
+
+class EngineSettings(_Model):
+    order_rate: float = Field(2.0, ge=0)  # background orders per second; 0 turns the flow off
+    batch_size: int = Field(20, ge=1, le=1000)
+    poll_interval_s: float = Field(0.25, gt=0)
+    baseline_failure_rate: float = Field(0.0005, ge=0, le=1)
+    exchange_latency_ms: tuple[float, float] = (5.0, 30.0)
+
+
+class ChaosSettings(_Model):
+    default_fault: str = "exchange-errors"
+    default_rate: float = Field(0.6, ge=0, le=1)
+    default_latency_ms: int = Field(800, ge=0)
+
+
+class SloSettings(_Model):
+    """SLO targets; recording and alerting rules are rendered from these."""
+
+    availability: float = Field(0.999, gt=0, lt=1)  # POST /trades not 5xx
+    latency: float = Field(0.99, gt=0, lt=1)  # share of POST /trades faster than threshold
+    latency_threshold_s: float = Field(0.25, gt=0)
+    processing_success: float = Field(0.999, gt=0, lt=1)  # trades not FAILED
+
+
+class AlertingSettings(_Model):
+    webhook_url: str | None = None
+    slack_webhook_url: str | None = None
+    slack_channel: str = "#tradelab-alerts"
+
+
+class BuildSettings(_Model):
+    base_image: str = "python:3.12-slim-bookworm"
+
+
+DEFAULT_IMAGES = {
+    "postgres": "postgres:16.6-bookworm",
+    "prometheus": "prom/prometheus:v3.1.0",
+    "alertmanager": "prom/alertmanager:v0.28.0",
+    "grafana": "grafana/grafana:11.4.0",
+    "loki": "grafana/loki:3.3.2",
+    "promtail": "grafana/promtail:3.3.2",
+    "alloy": "grafana/alloy:v1.5.1",
+    "locust": "locustio/locust:2.32.4",
+}
+
+DEFAULT_MEMORY = {
+    "api": "512m",
+    "engine": "256m",
+    "migrate": "256m",
+    "postgres": "512m",
+    "prometheus": "512m",
+    "alertmanager": "128m",
+    "grafana": "256m",
+    "loki": "256m",
+    "promtail": "128m",
+    "alloy": "256m",
+    "locust-master": "256m",
+    "locust-worker": "256m",
+}
+
+
+class Settings(_Model):
+    project: str = Field("tradelab", pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    runtime: Literal["auto", "docker", "local"] = "auto"
+    bind_address: str = "127.0.0.1"
+    database_url: str | None = None  # overrides the lab's own database everywhere
+    symbols: list[str] = Field(
+        default_factory=lambda: ["AAPL", "MSFT", "GOOGL", "AMZN", "NVDA", "TSLA", "JPM"],
+        min_length=1,
+    )
+    ports: Ports = Field(default_factory=Ports)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    chaos: ChaosSettings = Field(default_factory=ChaosSettings)
+    slo: SloSettings = Field(default_factory=SloSettings)
+    alerting: AlertingSettings = Field(default_factory=AlertingSettings)
+    build: BuildSettings = Field(default_factory=BuildSettings)
+    images: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_IMAGES))
+    memory: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_MEMORY))
+    log_agent: Literal["promtail", "alloy"] = "promtail"
+    load_workers: int = Field(1, ge=1, le=64)
+
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """Dotted key -> where its value came from ("default", "file:…", "env:…", "flag")."""
+        return self._sources
+
+    def flat(self) -> dict[str, Any]:
+        """Every effective value by dotted key (maps such as images are expanded)."""
+        return _flatten(self.model_dump(mode="json"))
+
+
+def load_settings(
+    lab: Any = None,
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """The effective settings for `lab` (a tradelab.lab.Lab, or None for no file)."""
+    env = os.environ if env is None else env
+    layers: list[tuple[str, dict[str, Any]]] = [("default", Settings().model_dump())]
+    if lab is not None and lab.config_file.is_file():
+        layers.append((f"file:{lab.config_file}", _read_yaml(lab.config_file)))
+    layers.append(("env", _from_env(env)))
+    layers.append(("flag", _unflatten({k: v for k, v in (flags or {}).items() if v is not None})))
+
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name, layer in layers:
+        _merge(merged, layer)
+        for key in _flatten(layer):
+            sources[key] = f"env:{ENV_PREFIX}{key.upper().replace('.', '__')}" if name == "env" else name
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        origin = sources.get(key, "settings")
+        raise TradelabError(f"invalid setting {key} ({origin}): {err['msg']}") from None
+    settings._sources = {k: sources.get(k, "default") for k in settings.flat()}
+    return settings
+
+
+def write_setting(lab: Any, key: str, value: str) -> None:
+    """Set one dotted key in <lab>/tradelab.yaml, keeping the user's other values."""
+    data = _read_yaml(lab.config_file) if lab.config_file.is_file() else {}
+    candidate = dict(data)
+    _merge(candidate, _unflatten({key: yaml.safe_load(value)}))
+    try:
+        Settings.model_validate(_merge(Settings().model_dump(), candidate))
+    except ValidationError as exc:
+        raise TradelabError(f"invalid setting {key}: {exc.errors()[0]['msg']}") from None
+    lab.config_file.parent.mkdir(parents=True, exist_ok=True)
+    lab.config_file.write_text(yaml.safe_dump(candidate, sort_keys=True))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise TradelabError(f"{path} is not valid YAML: {exc}".splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise TradelabError(f"{path} must hold a mapping of settings, not {type(data).__name__}")
+    return data
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    known = set(_flatten(Settings().model_dump())) | {"images", "memory"}
+    flat = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
+        if key in known or key.split(".")[0] in ("images", "memory"):
+            flat[key] = yaml.safe_load(raw) if raw != "" else None
+    return _unflatten(flat)
+
+
+def _merge(into: dict[str, Any], layer: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in layer.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+    return into
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(_flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        node = out
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out

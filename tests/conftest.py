@@ -1,0 +1,90 @@
+"""Shared fixtures: a real PostgreSQL cluster started by the suite, migrated databases.
+
+`pg` is one cluster for the session (initdb + pg_ctl on a free loopback port).
+`db` is a fresh, migrated database per test with the three roles' URLs.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tradelab.db.cluster import PostgresCluster
+from tradelab.db.migrate import migrate
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Database:
+    name: str
+    admin_url: str
+    app_url: str
+    operator_url: str
+    app_password: str
+    operator_password: str
+    cluster: PostgresCluster
+
+
+@pytest.fixture(scope="session")
+def pg():
+    root = Path(tempfile.mkdtemp(prefix="tradelab-pg-"))
+    cluster = PostgresCluster(root / "data", port=free_port())
+    cluster.password = secrets.token_urlsafe(16)
+    cluster.init(cluster.password)
+    cluster.start()
+    yield cluster
+    cluster.stop(mode="immediate")
+    shutil.rmtree(root, ignore_errors=True)
+
+
+# Roles are cluster-wide: one password per role for the whole session.
+_APP_PW = secrets.token_urlsafe(16)
+_OP_PW = secrets.token_urlsafe(16)
+
+
+def make_database(pg: PostgresCluster) -> Database:
+    import psycopg
+
+    name = f"tl_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg.url("postgres", pg.password), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    admin_url = pg.url("postgres", pg.password, name)
+    migrate(admin_url, app_password=_APP_PW, operator_password=_OP_PW)
+    return Database(
+        name=name,
+        admin_url=admin_url,
+        app_url=pg.url("tradelab_app", _APP_PW, name),
+        operator_url=pg.url("tradelab_operator", _OP_PW, name),
+        app_password=_APP_PW,
+        operator_password=_OP_PW,
+        cluster=pg,
+    )
+
+
+@pytest.fixture
+def db(pg) -> Database:
+    return make_database(pg)
+
+
+@pytest.fixture
+def lab_dir(tmp_path, monkeypatch) -> Path:
+    """An empty lab directory, also set as TRADELAB_HOME; TRADELAB_* env cleared."""
+    for key in list(os.environ):
+        if key.startswith("TRADELAB_"):
+            monkeypatch.delenv(key)
+    lab = tmp_path / "lab"
+    monkeypatch.setenv("TRADELAB_HOME", str(lab))
+    return lab
