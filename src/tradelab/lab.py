@@ -84,12 +84,19 @@ class Lab:
             return path.read_text().strip()
         self.ensure()
         value = secrets.token_urlsafe(24)
+        # Written in full to a private temporary file, then linked into place: a
+        # concurrent reader never sees a half-written secret, and if another process
+        # links first, theirs wins and this one is thrown away.
+        tmp = self.secrets_dir / f".{name}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it first: theirs wins
+            with os.fdopen(fd, "w") as f:
+                f.write(value + "\n")
+            os.link(tmp, path)
+        except FileExistsError:
             return path.read_text().strip()
-        with os.fdopen(fd, "w") as f:
-            f.write(value + "\n")
+        finally:
+            tmp.unlink(missing_ok=True)
         return value
 
     def ensure_secrets(self) -> dict[str, Path]:

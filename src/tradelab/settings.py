@@ -6,7 +6,8 @@
 
 Nested keys are dotted in files' YAML mappings and flags ("ports.api"), and use a
 double underscore in the environment (TRADELAB_PORTS__API=8001). Environment
-values are read as YAML scalars, so "8001" is a number and "[A, B]" a list.
+values of text settings are taken as they are (a URL or a password is not YAML);
+the others are read as YAML, so "8001" is a number and "[A, B]" a list.
 The model is strict (unknown keys are errors), so a typo in tradelab.yaml is a
 one-line error naming the key, not a silently ignored setting.
 """
@@ -162,7 +163,7 @@ def load_settings(
     for name, layer in layers:
         _merge(merged, layer)
         for key in _flatten(layer):
-            sources[key] = f"env:{ENV_PREFIX}{key.upper().replace('.', '__')}" if name == "env" else name
+            sources[key] = f"env:{_env_name(key)}" if name == "env" else name
     try:
         settings = Settings.model_validate(merged)
     except ValidationError as exc:
@@ -197,15 +198,34 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _env_name(key: str) -> str:
+    return ENV_PREFIX + key.upper().replace(".", "__")
+
+
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
-    known = set(_flatten(Settings().model_dump())) | {"images", "memory"}
+    defaults = _flatten(Settings().model_dump())
     flat = {}
     for name, raw in env.items():
         if not name.startswith(ENV_PREFIX):
             continue
         key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
-        if key in known or key.split(".")[0] in ("images", "memory"):
-            flat[key] = yaml.safe_load(raw) if raw != "" else None
+        is_map = key in ("images", "memory")
+        is_map_entry = key.split(".")[0] in ("images", "memory") and not is_map
+        if key not in defaults and not (is_map or is_map_entry):
+            continue  # TRADELAB_HOME and the like are not settings
+        if raw == "":
+            flat[key] = None
+        elif is_map_entry or (key in defaults and isinstance(defaults[key], str | None)):
+            # Text settings keep the raw value: a URL or password is not YAML.
+            flat[key] = raw
+        else:
+            try:
+                flat[key] = yaml.safe_load(raw)
+            except yaml.YAMLError:
+                raise TradelabError(
+                    f"invalid setting {key} (env:{name}): {raw!r} is not a value tradelab "
+                    "can read; use e.g. 8001, 0.5, true or [AAPL, MSFT]"
+                ) from None
     return _unflatten(flat)
 
 
