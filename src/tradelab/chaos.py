@@ -4,6 +4,8 @@
     store.enable("exchange-errors", rate=0.6, duration_s=300)   # `tradelab chaos on`
     store.disable()                                             # `tradelab chaos off`
 
+    chaos_on(settings, lab, "db-outage", duration_s=60)          # runtime faults too
+
     reader = ChaosReader(chaos_file_from_env(lab))               # in the api and engine
     fault = reader.active().get("exchange-errors")               # ActiveFault or None
     registry.register(ChaosCollector(reader))                    # tradelab_chaos_active{fault}
@@ -127,11 +129,11 @@ class ChaosStore:
         self.default_rate = default_rate
         self.default_latency_ms = default_latency_ms
 
-    def read(self) -> dict[str, dict[str, Any]]:
+    def read(self, include_expired: bool = False) -> dict[str, dict[str, Any]]:
         """Fault name -> its entry (since, until, rate, latency_ms), expired ones left out."""
         now = _now()
         return {name: entry for name, entry in self._load().items()
-                if not _expired(entry, now)}
+                if include_expired or not _expired(entry, now)}
 
     def active(self) -> dict[str, ActiveFault]:
         return {n: f for n, e in self.read().items() if (f := _parse_entry(n, e)) is not None}
@@ -230,6 +232,94 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+# What a runtime fault does to the stack when it goes on, and what undoes it.
+RUNTIME_ACTIONS: dict[str, tuple[str, str, str]] = {
+    # fault: (on-action, service, off-action)
+    "db-outage": ("stop_service", "postgres", "start_service"),
+    "kill-api": ("kill_service", "api", "start_service"),
+    "kill-engine": ("kill_service", "engine", "start_service"),
+}
+
+
+def chaos_on(settings: Any, lab: Any, fault: str | None = None, rate: float | None = None,
+             latency_ms: int | None = None, duration_s: float | None = None
+             ) -> dict[str, Any]:
+    """Turn a fault on (default: settings.chaos.default_fault); return its entry.
+
+    Runtime faults are carried out through the running lab's runtime first, and
+    recorded only once that worked; with a duration, a detached process undoes
+    them when it ends (in-process faults simply expire).
+    """
+    name = fault or settings.chaos.default_fault
+    spec = check_fault(name)
+    store = store_for(settings, lab)
+    if spec.kind == "runtime":
+        if rate is not None or latency_ms is not None:
+            raise TradelabError(f"fault {name} takes no --rate or --latency-ms")
+        from tradelab.runtimes import running_runtime
+
+        action, service, _ = RUNTIME_ACTIONS[name]
+        getattr(running_runtime(settings, lab), action)(service)
+    entry = store.enable(name, rate=rate, latency_ms=latency_ms, duration_s=duration_s)
+    if spec.kind == "runtime" and duration_s is not None:
+        _schedule_off(lab, store.path, name, duration_s, entry["since"])
+    return entry
+
+
+def chaos_off(settings: Any, lab: Any, fault: str | None = None,
+              if_since: str | None = None) -> list[str]:
+    """Turn `fault` off (None: all); return the faults turned off.
+
+    Runtime faults are undone through the runtime (e.g. PostgreSQL started
+    again). With `if_since`, only the fault switched on at that time is turned
+    off: a scheduled off must not end a fault that was switched on again since.
+    """
+    if fault is not None:
+        check_fault(fault)
+    store = store_for(settings, lab)
+    entries = store.read(include_expired=True)
+    names = [n for n in entries if fault is None or n == fault]
+    if if_since is not None:
+        names = [n for n in names if entries[n].get("since") == if_since]
+    undo = [n for n in names if n in RUNTIME_ACTIONS]
+    if fault in RUNTIME_ACTIONS and if_since is None and fault not in undo:
+        undo.append(fault)  # asked by name: restore the service even if the record is gone
+    if undo:
+        from tradelab.runtimes import running_runtime
+
+        try:
+            runtime = running_runtime(settings, lab)
+        except TradelabError:
+            runtime = None  # no lab running: nothing left to restart, only the record
+        if runtime is not None:
+            for name in undo:
+                _, service, action = RUNTIME_ACTIONS[name]
+                getattr(runtime, action)(service)
+    for name in names:
+        store.disable(name)
+    return names
+
+
+def store_for(settings: Any, lab: Any) -> ChaosStore:
+    return ChaosStore(chaos_file_from_env(lab), default_rate=settings.chaos.default_rate,
+                      default_latency_ms=settings.chaos.default_latency_ms)
+
+
+def _schedule_off(lab: Any, path: Path, fault: str, seconds: float, since: str) -> None:
+    """A detached `tradelab chaos off FAULT --after SECONDS` that outlives this command."""
+    import subprocess
+    import sys
+
+    log_file = path.parent / f"chaos-off-{fault}.log"
+    with open(log_file, "ab") as out:
+        subprocess.Popen(
+            [sys.executable, "-m", "tradelab", "--lab-dir", str(lab.root), "chaos", "off",
+             fault, "--after", str(seconds), "--if-since", since],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+            env={**os.environ, "TRADELAB_CHAOS_FILE": str(path)},
+        )
 
 
 class ChaosReader:

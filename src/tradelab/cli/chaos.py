@@ -1,7 +1,128 @@
-"""`tradelab` commands: chaos (to be written)."""
+"""`tradelab chaos on|off|status|list`: break the lab on purpose, and mend it.
+
+    tradelab chaos on                                  # exchange-errors at rate 0.6
+    tradelab chaos on exchange-latency --latency-ms 1500 --for 5m
+    tradelab chaos on db-outage --for 2m               # through the running lab's runtime
+    tradelab chaos status --json
+    tradelab chaos off                                 # every fault
+
+The commands only parse flags; tradelab.chaos.chaos_on / chaos_off do the work.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
 
 import typer
 
+from tradelab.cli.common import lab_from, print_json, print_table, settings_from
+
+chaos_app = typer.Typer(
+    help="Turn faults on and off: exchange errors, latency, engine stall, outages.",
+    no_args_is_help=True,
+)
+
+
+@chaos_app.command("on")
+def on_cli(
+    ctx: typer.Context,
+    fault: Annotated[str | None, typer.Argument(
+        help="Fault to turn on (see `tradelab chaos list`). Default: exchange-errors.",
+        show_default=False)] = None,
+    rate: Annotated[float | None, typer.Option(
+        "--rate", help="Share of requests/orders to fail, 0..1 (error faults).",
+        show_default=False)] = None,
+    latency_ms: Annotated[int | None, typer.Option(
+        "--latency-ms", help="Added latency in ms (latency faults).", show_default=False)] = None,
+    duration: Annotated[str | None, typer.Option(
+        "--for", help="End the fault by itself after e.g. 90s, 5m, 1h.",
+        show_default=False)] = None,
+) -> None:
+    """Turn a fault on; running services pick it up within about 2 s."""
+    from tradelab.chaos import chaos_on
+    from tradelab.durations import format_duration, parse_duration
+
+    seconds = parse_duration(duration, what="duration for --for") if duration else None
+    settings = settings_from(ctx)
+    name = fault or settings.chaos.default_fault
+    entry = chaos_on(settings, lab_from(ctx), name, rate=rate, latency_ms=latency_ms,
+                     duration_s=seconds)
+    typer.echo(f"chaos on: {name}{_params(entry)}"
+               + (f" for {format_duration(seconds)}" if seconds else " until `tradelab chaos off`"))
+
+
+@chaos_app.command("off")
+def off_cli(
+    ctx: typer.Context,
+    fault: Annotated[str | None, typer.Argument(
+        help="Fault to turn off. Default: every fault.", show_default=False)] = None,
+    after: Annotated[float | None, typer.Option("--after", hidden=True)] = None,
+    if_since: Annotated[str | None, typer.Option("--if-since", hidden=True)] = None,
+) -> None:
+    """Turn a fault off (no FAULT: all of them); runtime faults are undone."""
+    from tradelab.chaos import chaos_off
+
+    if after:  # the detached process `chaos on --for` leaves behind for runtime faults
+        time.sleep(after)
+    names = chaos_off(settings_from(ctx), lab_from(ctx), fault, if_since=if_since)
+    if names:
+        typer.echo(f"chaos off: {', '.join(names)}")
+    elif fault and if_since is None:
+        typer.echo(f"chaos: {fault} was not on")
+    elif if_since is None:
+        typer.echo("chaos: nothing was on")
+
+
+@chaos_app.command("status")
+def status_cli(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The faults on now, with their parameters, since when and time left."""
+    from tradelab.chaos import store_for
+    from tradelab.durations import format_duration
+
+    active = store_for(settings_from(ctx), lab_from(ctx)).active()
+    faults = [f.as_dict() for f in active.values()]
+    if as_json:
+        print_json({"faults": faults})
+        return
+    if not faults:
+        typer.echo("chaos: no fault is on")
+        return
+    print_table([{
+        "fault": f["fault"], "kind": f["kind"], "params": _params(f).strip(" ()") or "-",
+        "since": f["since"],
+        "remaining": "until off" if f["remaining_s"] is None
+        else format_duration(max(1, f["remaining_s"])),
+    } for f in faults])
+
+
+@chaos_app.command("list")
+def list_cli(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Every fault tradelab knows, with what it does and the options it takes."""
+    from tradelab.chaos import FAULTS
+
+    rows = [{"fault": f.name, "kind": f.kind,
+             "options": " ".join("--" + p.replace("_", "-") for p in f.params) or "-",
+             "description": f.description} for f in FAULTS.values()]
+    if as_json:
+        print_json({"faults": rows})
+    else:
+        print_table(rows)
+
+
+def _params(entry: dict) -> str:
+    parts = []
+    if entry.get("rate") is not None:
+        parts.append(f"rate {entry['rate']:g}")
+    if entry.get("latency_ms") is not None:
+        parts.append(f"latency {entry['latency_ms']} ms")
+    return f" ({', '.join(parts)})" if parts else ""
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.add_typer(chaos_app, name="chaos")

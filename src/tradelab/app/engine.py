@@ -1,0 +1,371 @@
+"""The execution engine: runs NEW trades against the simulated exchange, plus an order flow.
+
+    tradelab serve engine --metrics-bind 127.0.0.1:9101     # main(settings, lab, bind)
+
+    engine = Engine(settings, database_url)                  # in-process, e.g. in tests
+    engine.process_batch()                                   # one transaction, <= batch_size
+    engine.run(stop_event)                                   # until stop_event is set
+
+Each batch locks the oldest NEW trades with FOR UPDATE SKIP LOCKED, so any number
+of engines share one backlog and never execute a trade twice. A trade's new status
+and its trade_events row commit together: a crash mid-batch leaves the trades NEW
+for the next pick-up, never half-done. The database may vanish at any moment; the
+engine says so (event db_unavailable, tradelab_db_up 0), backs off and carries on
+when it returns. Chaos faults are read from the chaos file on every loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import signal
+import threading
+import time
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from tradelab import __version__
+from tradelab.app.exchange import Order, Outcome, SimulatedExchange
+from tradelab.chaos import ChaosCollector, ChaosReader, chaos_file_from_env
+from tradelab.errors import TradelabError
+
+log = logging.getLogger("tradelab.engine")
+
+STATUSES = ("FILLED", "REJECTED", "FAILED")
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+GAUGE_REFRESH_S = 1.0
+MAX_BACKOFF_S = 5.0
+FLOW_MAX_PER_TICK = 50  # after a pause, resume the flow instead of flooding the backlog
+
+_PICK = """
+SELECT id, client_order_id, symbol, side, quantity, limit_price
+FROM trades WHERE status = 'NEW'
+ORDER BY created_at, id
+LIMIT %s
+FOR UPDATE SKIP LOCKED
+"""
+_FINISH = """
+UPDATE trades SET status = %s, fill_price = %s, failure_reason = %s, updated_at = now()
+WHERE id = %s AND status = 'NEW'
+"""
+_EVENT = "INSERT INTO trade_events (trade_id, event, status, detail) VALUES (%s, %s, %s, %s)"
+_BACKLOG = """
+SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)
+FROM trades WHERE status = 'NEW'
+"""
+_EVENT_NAME = {"FILLED": "filled", "REJECTED": "rejected", "FAILED": "failed"}
+
+
+class EngineMetrics:
+    """The engine's own registry, with every label value present from the start."""
+
+    def __init__(self, chaos: ChaosReader | None = None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = r = CollectorRegistry()
+        self.orders_received = Counter("tradelab_orders_received", "Orders taken in, by source",
+                                       ["source"], registry=r)
+        self.processed = Counter("tradelab_trades_processed",
+                                 "Trades executed, by final status", ["status"], registry=r)
+        self.duration = Histogram("tradelab_trade_processing_duration_seconds",
+                                  "From pick-up to commit of a trade's outcome",
+                                  buckets=DURATION_BUCKETS, registry=r)
+        self.backlog = Gauge("tradelab_order_backlog", "Trades waiting in status NEW",
+                             registry=r)
+        self.oldest_age = Gauge("tradelab_oldest_pending_order_age_seconds",
+                                "Age of the oldest NEW trade (0 when none)", registry=r)
+        self.db_up = Gauge("tradelab_db_up", "1 when the last database call succeeded",
+                           registry=r)
+        self.last_batch = Gauge("tradelab_engine_last_batch_timestamp_seconds",
+                                "Unix time the engine last polled for work successfully",
+                                registry=r)
+        build = Gauge("tradelab_build_info", "tradelab version of this process",
+                      ["version", "service"], registry=r)
+        build.labels(version=__version__, service="engine").set(1)
+        self.orders_received.labels(source="engine")
+        for status in STATUSES:
+            self.processed.labels(status=status)
+        if chaos is not None:
+            r.register(ChaosCollector(chaos))
+
+
+class Engine:
+    def __init__(self, settings: Any, database_url: str, chaos: ChaosReader | None = None,
+                 metrics: EngineMetrics | None = None, rng: random.Random | None = None,
+                 order_rate: float | None = None) -> None:
+        self.settings = settings
+        self.url = database_url
+        self.chaos = chaos or ChaosReader(None, default_rate=settings.chaos.default_rate)
+        self.metrics = metrics or EngineMetrics(self.chaos)
+        self.rng = rng or random.Random()
+        self.exchange = SimulatedExchange(settings.symbols, settings.engine.exchange_latency_ms,
+                                          settings.engine.baseline_failure_rate, rng=self.rng)
+        self.order_rate = settings.engine.order_rate if order_rate is None else order_rate
+        self.batch_size = settings.engine.batch_size
+        self._conn = None
+        self._db_ok: bool | None = None
+        self._flow_due = 0.0
+        self._flow_at = time.monotonic()
+        self._gauges_at = float("-inf")
+
+    # -- the loop -------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Process, generate flow and refresh gauges until `stop` is set; never raises
+        for database trouble."""
+        backoff = 0.5
+        log.info("engine started", extra={"event": "engine_started",
+                                          "order_rate": self.order_rate,
+                                          "batch_size": self.batch_size})
+        self._flow_at = time.monotonic()
+        while not stop.is_set():
+            try:
+                self._generate_flow()
+                done = self.process_batch()
+                self._refresh_gauges()
+                backoff = 0.5
+            except _DbDown:
+                stop.wait(backoff)
+                backoff = min(MAX_BACKOFF_S, backoff * 2)
+                self._flow_at = time.monotonic()  # orders "not sent" while down are not owed
+                continue
+            if done is None or done < self.batch_size:  # idle or stalled: no need to hurry
+                stop.wait(self.settings.engine.poll_interval_s)
+        self.close()
+        log.info("engine stopped", extra={"event": "engine_stopped"})
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # noqa: BLE001 - closing a dead connection may fail; fine
+                pass
+            self._conn = None
+
+    # -- one batch ------------------------------------------------------------------
+    def process_batch(self) -> int | None:
+        """Execute up to batch_size NEW trades in one transaction; the number done,
+        or None while engine-stall is on."""
+        active = self.chaos.active()
+        if "engine-stall" in active:
+            return None
+        with self._db() as conn, conn.transaction():
+            rows = conn.execute(_PICK, (self.batch_size,)).fetchall()
+            picked = time.monotonic()
+            results = [(row, self.exchange.execute(
+                Order(row[2], row[3], row[4], row[5]), active)) for row in rows]
+            if results:
+                # The orders go out together; the batch waits for the slowest answer.
+                time.sleep(max(o.latency_s for _, o in results))
+                self._record(conn, results)
+        finished = time.monotonic()
+        self.metrics.last_batch.set(time.time())
+        for row, outcome in results:
+            self.metrics.processed.labels(status=outcome.status).inc()
+            self.metrics.duration.observe(finished - picked)
+            level = logging.WARNING if outcome.status == "FAILED" else logging.INFO
+            log.log(level, f"trade {row[0]} {outcome.status}: {outcome.message}", extra={
+                "event": _EVENT_NAME[outcome.status], "trade_id": row[0],
+                "client_order_id": row[1], "symbol": row[2], "status": outcome.status,
+                "reason": outcome.reason, "fill_price": outcome.fill_price,
+                "latency_ms": round(outcome.latency_s * 1000, 1),
+            })
+        return len(results)
+
+    def _record(self, conn, results: list[tuple[tuple, Outcome]]) -> None:
+        from psycopg.types.json import Jsonb
+
+        with conn.cursor() as cur:
+            cur.executemany(_FINISH, [
+                (o.status, _money(o.fill_price), o.failure_reason, row[0]) for row, o in results
+            ])
+            cur.executemany(_EVENT, [
+                (row[0], _EVENT_NAME[o.status], o.status, Jsonb(o.detail())) for row, o in results
+            ])
+
+    # -- background order flow ------------------------------------------------------
+    def _generate_flow(self) -> None:
+        now = time.monotonic()
+        if self.order_rate <= 0:
+            return
+        self._flow_due = min(FLOW_MAX_PER_TICK, self._flow_due + (now - self._flow_at)
+                             * self.order_rate)
+        self._flow_at = now
+        n = int(self._flow_due)
+        if n:
+            self.submit_orders(n)
+            self._flow_due -= n
+
+    def submit_orders(self, n: int) -> list[int]:
+        """Insert `n` random NEW orders (source "engine"), each with its "received" event."""
+        from psycopg.types.json import Jsonb
+
+        orders = [self._random_order() for _ in range(n)]
+        ids = []
+        with self._db() as conn, conn.transaction(), conn.cursor() as cur:
+            for o in orders:
+                cur.execute(
+                    "INSERT INTO trades (client_order_id, symbol, side, quantity, limit_price,"
+                    " source, request_hash) VALUES (%s, %s, %s, %s, %s, 'engine', %s)"
+                    " RETURNING id",
+                    (o["client_order_id"], o["symbol"], o["side"], o["quantity"],
+                     _money(o["limit_price"]), _hash(o)))
+                ids.append(cur.fetchone()[0])
+            cur.executemany(
+                "INSERT INTO trade_events (trade_id, event, status, detail)"
+                " VALUES (%s, 'received', 'NEW', %s)",
+                [(i, Jsonb({"source": "engine"})) for i in ids])
+        self.metrics.orders_received.labels(source="engine").inc(n)
+        for i, o in zip(ids, orders, strict=True):
+            log.info(f"order {i} received from the flow", extra={
+                "event": "received", "trade_id": i, "client_order_id": o["client_order_id"],
+                "source": "engine"})
+        return ids
+
+    def _random_order(self) -> dict[str, Any]:
+        symbol = self.rng.choice(self.settings.symbols)
+        side = self.rng.choice(("BUY", "SELL"))
+        limit = None
+        if self.rng.random() < 0.5:  # half limit orders, mostly near the market
+            drift = self.rng.uniform(-0.015, 0.01)
+            market = self.exchange.price(symbol)
+            limit = round(market * (1 + drift if side == "BUY" else 1 - drift), 2)
+        return {"client_order_id": f"flow-{uuid.uuid4()}", "symbol": symbol, "side": side,
+                "quantity": self.rng.randint(1, 500), "limit_price": limit}
+
+    # -- gauges and the database ----------------------------------------------------
+    def _refresh_gauges(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self._gauges_at < GAUGE_REFRESH_S:
+            return
+        with self._db() as conn:
+            count, age = conn.execute(_BACKLOG).fetchone()
+            conn.commit()
+        self.metrics.backlog.set(count)
+        self.metrics.oldest_age.set(float(age))
+        self._gauges_at = time.monotonic()
+
+    def refresh_gauges(self) -> None:
+        """Backlog and oldest pending age now (raises TradelabError if the database is down)."""
+        try:
+            self._refresh_gauges(force=True)
+        except _DbDown as exc:
+            raise TradelabError(str(exc)) from None
+
+    def _db(self):
+        return _DbScope(self)
+
+    def _connection(self):
+        import psycopg
+
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.url, connect_timeout=3, autocommit=False,
+                                         application_name="tradelab-engine")
+        return self._conn
+
+    def _mark_db(self, ok: bool, error: BaseException | None = None) -> None:
+        self.metrics.db_up.set(1 if ok else 0)
+        if ok and self._db_ok is False:
+            log.info("database is back", extra={"event": "db_recovered"})
+        if not ok and self._db_ok is not False:
+            from tradelab.db.connect import explain
+
+            log.error(explain(error, self.url) if error else "database unavailable",
+                      extra={"event": "db_unavailable"})
+        self._db_ok = ok
+
+
+class _DbDown(Exception):
+    pass
+
+
+class _DbScope:
+    """Hands out the engine's connection; turns database trouble into _DbDown after
+    closing the connection and marking tradelab_db_up."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def __enter__(self):
+        import psycopg
+
+        try:
+            return self.engine._connection()
+        except psycopg.Error as exc:
+            self.engine._mark_db(False, exc)
+            raise _DbDown(str(exc)) from None
+
+    def __exit__(self, exc_type, exc, tb):
+        import psycopg
+
+        if exc_type is None:
+            self.engine._mark_db(True)
+            return False
+        if issubclass(exc_type, psycopg.Error):
+            self.engine.close()
+            if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+                self.engine._mark_db(False, exc)
+            else:  # e.g. schema not migrated yet: say so, keep trying
+                log.error(f"database error: {str(exc).strip().splitlines()[0]}",
+                          extra={"event": "db_error"})
+                self.engine.metrics.db_up.set(0)
+            raise _DbDown(str(exc)) from exc
+        return False
+
+
+def _money(value: float | None) -> Decimal | None:
+    return None if value is None else Decimal(f"{value:.4f}")
+
+
+def _hash(order: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(order, sort_keys=True).encode()).hexdigest()
+
+
+def parse_bind(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """("host", port) from "HOST:PORT" or ":PORT"/"PORT"."""
+    host, _, port = text.rpartition(":")
+    try:
+        number = int(port)
+        if not 0 < number < 65536:
+            raise ValueError
+    except ValueError:
+        raise TradelabError(f"invalid bind address {text!r}: use HOST:PORT, "
+                            "e.g. 127.0.0.1:9101") from None
+    return (host.strip("[]") or default_host), number
+
+
+def main(settings: Any, lab: Any, metrics_bind: str | None = None) -> None:
+    """`tradelab serve engine`: serve /metrics and run until SIGTERM or SIGINT."""
+    from prometheus_client import start_http_server
+
+    from tradelab.db.connect import lab_database_url
+    from tradelab.logs import setup_logging
+
+    setup_logging("engine")
+    url = settings.database_url or lab_database_url(settings, lab, "app")
+    chaos = ChaosReader(chaos_file_from_env(lab), default_rate=settings.chaos.default_rate)
+    metrics = EngineMetrics(chaos)
+    host, port = parse_bind(metrics_bind or f"{settings.bind_address}:{settings.ports.engine}")
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
+    except OSError as exc:
+        raise TradelabError(f"cannot serve engine metrics on {host}:{port}: {exc.strerror}; "
+                            "choose another with --metrics-bind HOST:PORT") from None
+    log.info(f"engine metrics on http://{host}:{port}/metrics",
+             extra={"event": "metrics_listening"})
+
+    stop = threading.Event()
+
+    def _stop(signum, _frame):
+        log.info(f"signal {signal.Signals(signum).name}: stopping",
+                 extra={"event": "engine_stopping"})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        Engine(settings, url, chaos=chaos, metrics=metrics).run(stop)
+    finally:
+        server.shutdown()
+        server.server_close()
