@@ -76,9 +76,11 @@ class SloSettings(_Model):
 
 
 class AlertingSettings(_Model):
-    webhook_url: str | None = None
+    webhook_url: str | None = None  # Alertmanager posts every alert here when set
     slack_webhook_url: str | None = None
     slack_channel: str = "#tradelab-alerts"
+    # Alerts link to their section of the runbooks (docs/runbooks.md) under this address.
+    runbook_base_url: str = "https://github.com/tradelab/tradelab/blob/main/docs/runbooks.md"
 
 
 class BuildSettings(_Model):
@@ -177,9 +179,22 @@ def load_settings(
 
 def write_setting(lab: Any, key: str, value: str) -> None:
     """Set one dotted key in <lab>/tradelab.yaml, keeping the user's other values."""
+    defaults = _flatten(Settings().model_dump())
+    is_map_entry = key.split(".")[0] in ("images", "memory") and key.count(".") == 1
+    if key not in defaults and not is_map_entry:
+        raise TradelabError(f"unknown setting {key!r}: `tradelab config show` lists them")
+    if is_map_entry or isinstance(defaults[key], str | None):
+        parsed: Any = value  # text settings are taken as they are
+    else:
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise TradelabError(
+                f"invalid setting {key}: {value!r} is not a value tradelab can read; "
+                "use e.g. 8001, 0.5, true or [AAPL, MSFT]") from None
     data = _read_yaml(lab.config_file) if lab.config_file.is_file() else {}
     candidate = dict(data)
-    _merge(candidate, _unflatten({key: yaml.safe_load(value)}))
+    _merge(candidate, _unflatten({key: parsed}))
     try:
         Settings.model_validate(_merge(Settings().model_dump(), candidate))
     except ValidationError as exc:

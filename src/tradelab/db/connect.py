@@ -82,3 +82,23 @@ def connect(url: str, *, connect_timeout: int = 5, **kwargs: Any):
         raise TradelabError(explain(exc, url)) from None
     except (ValueError, psycopg.ProgrammingError) as exc:
         raise TradelabError(f"invalid database URL {redact(url)}: {exc}") from None
+
+
+def wait_until_reachable(url: str, timeout: float, interval: float = 1.0) -> None:
+    """Retry connecting to `url` until it answers or `timeout` seconds pass.
+
+    For a migration started next to a database that is still booting (containers).
+    A refused password or a missing role will not fix itself: raised at once.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            connect(url, connect_timeout=max(1, min(5, int(timeout)))).close()
+            return
+        except TradelabError as exc:
+            permanent = "refused the password" in str(exc) or "role missing" in str(exc)
+            if permanent or time.monotonic() + interval > deadline:
+                raise
+        time.sleep(interval)

@@ -30,5 +30,7 @@ CREATE INDEX trades_new_by_age ON trades (created_at, id) WHERE status = 'NEW';
 -- investigate-failures: FAILED trades newest first, optionally by symbol.
 CREATE INDEX trades_failed_by_time ON trades (created_at DESC) WHERE status = 'FAILED';
 CREATE INDEX trades_failed_by_symbol_time ON trades (symbol, created_at DESC) WHERE status = 'FAILED';
+-- investigate-failures: the share of all trades in the window that failed.
+CREATE INDEX trades_by_time ON trades (created_at);
 -- find-trade: a trade's timeline.
 CREATE INDEX trade_events_by_trade ON trade_events (trade_id, created_at, id);
