@@ -1,0 +1,381 @@
+"""The trading API: a Flask app factory, served by gunicorn (`tradelab serve api`).
+
+    app = create_app()                                  # settings and lab from the environment
+    app = create_app(settings, database_url="postgresql://…")
+    app.test_client().post("/trades", json={...})
+
+Routes and answers are DESIGN.md's "Trading API" table. Every error is JSON
+{"error", "message", "details"}; nothing a client sends can make a 500 (only
+GET /error, on purpose). The database pool is opened lazily in each process, so a
+gunicorn master never holds connections its forked workers would share.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any
+
+from tradelab import __version__
+from tradelab.app import models
+
+log = logging.getLogger("tradelab.api")
+
+RETRY_AFTER_S = "1"
+PROBE_TIMEOUT_S = 1.0
+STATEMENT_TIMEOUT_MS = 5000
+# Chaos latency applies to the business routes, not to probes and scrapes.
+_LATENCY_ENDPOINTS = {"create_trade", "get_trade", "index"}
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+               413: "payload_too_large", 415: "unsupported_media_type"}
+
+
+class DatabaseUnavailable(Exception):
+    """The pool gave no connection in time, or the connection broke."""
+
+
+class ApiState:
+    """Per-process resources of one app: the pool and the chaos reader, made after fork."""
+
+    def __init__(self, settings: Any, database_url: str, chaos_file: Any) -> None:
+        self.settings = settings
+        self.database_url = database_url
+        self.chaos_file = chaos_file
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._pool: Any = None
+        self._chaos: Any = None
+
+    def _ensure_process(self) -> None:
+        # A forked child must not reuse its parent's sockets or threads: start afresh.
+        if self._pid != os.getpid():
+            self._pid, self._pool, self._chaos = os.getpid(), None, None
+
+    def pool(self):
+        with self._lock:
+            self._ensure_process()
+            if self._pool is None:
+                self._pool = self._open_pool()
+            return self._pool
+
+    def current_pool(self):
+        """The pool if this process has opened one, else None."""
+        return self._pool if self._pid == os.getpid() else None
+
+    def chaos(self):
+        with self._lock:
+            self._ensure_process()
+            if self._chaos is None:
+                from pathlib import Path
+
+                from tradelab.chaos import ChaosReader
+
+                self._chaos = ChaosReader(self.chaos_file, flag_dir=Path.cwd(),
+                                          default_rate=self.settings.chaos.default_rate)
+            return self._chaos
+
+    def _open_pool(self):
+        from psycopg_pool import ConnectionPool
+
+        timeout = self.settings.api.db_timeout_s
+        pool = ConnectionPool(
+            self.database_url,
+            min_size=1,
+            max_size=self.settings.api.db_pool_size,
+            timeout=timeout,
+            # Checked on checkout: a connection broken by a database restart is
+            # discarded there instead of failing the request that drew it.
+            check=ConnectionPool.check_connection,
+            # Give up a reconnect loop soon; the next request starts a fresh one, so
+            # recovery after a long outage does not wait out a long backoff.
+            reconnect_timeout=max(5.0, 2 * timeout),
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": max(1, round(timeout)),
+                "application_name": "tradelab-api",
+                "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+            },
+            name=f"tradelab-api-{os.getpid()}",
+            open=False,
+        )
+        pool.open(wait=False)
+        return pool
+
+    @contextmanager
+    def connection(self, timeout: float | None = None):
+        """A pooled autocommit connection; DatabaseUnavailable when there is none."""
+        import psycopg
+        from psycopg_pool import PoolTimeout, TooManyRequests
+
+        try:
+            with self.pool().connection(timeout=timeout) as conn:
+                yield conn
+        except (PoolTimeout, TooManyRequests, psycopg.OperationalError,
+                psycopg.errors.QueryCanceled) as exc:
+            raise DatabaseUnavailable(str(exc).splitlines()[0] if str(exc) else
+                                      type(exc).__name__) from exc
+
+    def database_up(self) -> bool:
+        try:
+            with self.connection(timeout=min(PROBE_TIMEOUT_S, self.settings.api.db_timeout_s)) \
+                    as conn:
+                conn.execute("SELECT 1")
+            return True
+        except DatabaseUnavailable:
+            return False
+
+
+def create_app(settings: Any = None, *, lab: Any = None, database_url: str | None = None,
+               configure_logging: bool = True):
+    """The Flask app. Database: `database_url`, else settings.database_url
+    (TRADELAB_DATABASE_URL), else the lab's own database as the app role."""
+    from flask import Flask
+
+    from tradelab.chaos import chaos_file_from_env
+    from tradelab.db.connect import lab_database_url
+    from tradelab.lab import Lab
+    from tradelab.settings import load_settings
+
+    if configure_logging:
+        from tradelab.logs import setup_logging
+
+        setup_logging("api")
+    if lab is None:
+        lab = Lab.from_flag(None)
+    if settings is None:
+        settings = load_settings(lab)
+    url = database_url or settings.database_url or lab_database_url(settings, lab, "app")
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.api.max_body_bytes
+    state = ApiState(settings, url, chaos_file_from_env(lab))
+    app.extensions["tradelab"] = state
+    _register_hooks(app, state)
+    _register_errors(app)
+    _register_routes(app, state)
+    return app
+
+
+# -- routes ------------------------------------------------------------------------------
+
+def _register_routes(app, state: ApiState) -> None:
+    from flask import request
+
+    from tradelab.app import trades
+    from tradelab.app.api_metrics import ScrapeTimeCollector, api_metrics, render_metrics
+    from tradelab.chaos import ChaosCollector
+    from tradelab.db.migrate import current_version, latest_version
+
+    settings = state.settings
+    order_model = models.order_model(tuple(settings.symbols))
+    metrics = api_metrics(settings.slo.latency_threshold_s)
+    schema_latest = latest_version()
+
+    @app.post("/trades")
+    def create_trade():
+        body = request.get_data(cache=False)  # 413 above max_body_bytes
+        if not request.is_json:
+            return error(415, "unsupported_media_type",
+                         "send the order as JSON with Content-Type: application/json")
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            return error(400, "invalid_json", f"the body is not valid JSON: {exc}"[:200],
+                         [{"field": "body", "message": "not valid JSON", "type": "json"}])
+        from pydantic import ValidationError
+
+        try:
+            order = models.parse_order(order_model, data)
+        except ValidationError as exc:
+            details = models.error_details(exc)
+            log.info("order rejected", extra={"event": "order_rejected",
+                                              "fields": [d["field"] for d in details]})
+            return error(400, "validation_error", "the order is invalid", details)
+
+        fault = state.chaos().active().get("api-errors")
+        if fault is not None and random.random() < (1.0 if fault.rate is None else fault.rate):
+            log.warning("chaos: failing an order on purpose",
+                        extra={"event": "chaos_injected", "fault": "api-errors",
+                               "client_order_id": order.client_order_id})
+            return error(500, "chaos_injected", "CHAOS: injected API failure (api-errors)")
+
+        req_hash = models.request_hash(order)
+        with state.connection() as conn:
+            trade, created = trades.create_or_replay(conn, order, req_hash, source="api")
+        ids = {"trade_id": trade["id"], "client_order_id": trade["client_order_id"]}
+        if created:  # committed: the acknowledgement below is durable
+            metrics.orders_received.labels(source="api").inc()
+            log.info("trade accepted", extra={"event": "trade_accepted", **ids,
+                                              "symbol": trade["symbol"], "side": trade["side"],
+                                              "quantity": trade["quantity"]})
+            return _json(_trade_out(trade), 201, {"Location": f"/trades/{trade['id']}"})
+        if trade["request_hash"] == req_hash:
+            log.info("trade replayed", extra={"event": "trade_replayed", **ids})
+            return _json(_trade_out(trade), 200, {"Location": f"/trades/{trade['id']}"})
+        log.info("client_order_id reused for another order",
+                 extra={"event": "trade_conflict", **ids})
+        return error(409, "idempotency_conflict",
+                     f"client_order_id {trade['client_order_id']!r} was already used for a "
+                     "different order; use a new client_order_id",
+                     [{"field": "client_order_id", "message": "already used for another order",
+                       "type": "conflict"}])
+
+    @app.get("/trades/<int:trade_id>")
+    def get_trade(trade_id: int):
+        with state.connection() as conn:
+            trade = trades.get_trade(conn, trade_id)
+        if trade is None:
+            return error(404, "not_found", f"trade {trade_id} not found")
+        return _json(models.TradeWithEvents.model_validate(trade).model_dump(mode="json"))
+
+    @app.get("/")
+    def index():
+        return _json({"service": "tradelab-api", "version": __version__,
+                      "message": "tradelab trading API: POST /trades, GET /trades/<id>; "
+                                 "schema at /openapi.json"})
+
+    @app.get("/error")
+    def fail_on_purpose():
+        log.error("failing on purpose", extra={"event": "intentional_error"})
+        return error(500, "intentional_error", "this endpoint fails on purpose")
+
+    @app.get("/healthz")
+    def healthz():
+        return _json({"status": "ok"})
+
+    @app.get("/readyz")
+    def readyz():
+        try:
+            with state.connection() as conn:
+                version = current_version(conn)
+        except DatabaseUnavailable as exc:
+            return error(503, "db_unavailable", f"the database does not answer: {exc}",
+                         headers={"Retry-After": RETRY_AFTER_S})
+        if version != schema_latest:
+            return error(503, "schema_outdated",
+                         f"database schema is {version or 'empty'}, this API needs "
+                         f"{schema_latest}: run `tradelab db migrate`",
+                         headers={"Retry-After": RETRY_AFTER_S})
+        return _json({"status": "ready", "schema_version": version})
+
+    @app.get("/metrics")
+    def prometheus_metrics():
+        scrape_time = ScrapeTimeCollector(state.database_up, __version__)
+        _observe_pool(state, metrics)
+        body, content_type = render_metrics([ChaosCollector(state.chaos()), scrape_time])
+        return app.response_class(body, 200, content_type=content_type)
+
+    @app.get("/openapi.json")
+    def openapi():
+        from tradelab.app.openapi import openapi_document
+
+        return _json(openapi_document(tuple(settings.symbols)))
+
+
+def _trade_out(trade: dict[str, Any]) -> dict[str, Any]:
+    return models.Trade.model_validate(trade).model_dump(mode="json")
+
+
+# -- hooks: chaos latency, metrics --------------------------------------------------------
+
+def _register_hooks(app, state: ApiState) -> None:
+    from flask import g, request
+
+    from tradelab.app.api_metrics import api_metrics
+
+    metrics = api_metrics(state.settings.slo.latency_threshold_s)
+
+    @app.before_request
+    def _start():
+        g.tradelab_start = time.perf_counter()
+        if request.endpoint in _LATENCY_ENDPOINTS:
+            fault = state.chaos().active().get("api-latency")
+            if fault is not None and fault.latency_ms and (
+                    fault.rate is None or random.random() < fault.rate):
+                time.sleep(fault.latency_ms / 1000)
+
+    @app.after_request
+    def _record(response):
+        start = g.get("tradelab_start")
+        route = route_label(request)
+        method = request.method
+        metrics.requests.labels(method, route, str(response.status_code)).inc()
+        if start is not None:
+            metrics.duration.labels(method, route).observe(time.perf_counter() - start)
+        return response
+
+    @app.teardown_request
+    def _pool_stats(_exc):
+        _observe_pool(state, metrics)
+
+
+def _observe_pool(state: ApiState, metrics: Any) -> None:
+    pool = state.current_pool()
+    if pool is not None:
+        metrics.observe_pool(pool.get_stats())
+
+
+def route_label(request) -> str:
+    """The route template in OpenAPI style ("/trades/{trade_id}"); "unmatched" otherwise.
+    Never the raw path: labels must stay bounded."""
+    rule = request.url_rule
+    if rule is None:
+        return "unmatched"
+    return _openapi_path(rule.rule)
+
+
+def _openapi_path(rule: str) -> str:
+    import re
+
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+
+
+# -- errors ------------------------------------------------------------------------------
+
+def _register_errors(app) -> None:
+    from werkzeug.exceptions import HTTPException
+
+    @app.errorhandler(DatabaseUnavailable)
+    def _db_down(exc):
+        log.warning("database unavailable", extra={"event": "db_unavailable",
+                                                    "reason": str(exc)})
+        return error(503, "db_unavailable", "the database is unavailable; retry shortly",
+                     headers={"Retry-After": RETRY_AFTER_S})
+
+    @app.errorhandler(HTTPException)
+    def _http(exc):
+        code = exc.code or 500
+        headers = {}
+        if code == 405:
+            allow = exc.get_response().headers.get("Allow")
+            if allow:
+                headers["Allow"] = allow
+        return error(code, _HTTP_CODES.get(code, "http_error"),
+                     exc.description or exc.name, headers=headers)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc):
+        log.error("request failed", exc_info=exc, extra={"event": "request_failed"})
+        return error(500, "internal", "internal error; see the API's logs")
+
+
+def error(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None,
+          headers: dict[str, str] | None = None):
+    """A JSON error response in the API's one error shape."""
+    return _json({"error": code, "message": message, "details": details or []}, status,
+                 headers)
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None):
+    from flask import current_app
+
+    response = current_app.response_class(json.dumps(data) + "\n", status,
+                                          mimetype="application/json")
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
