@@ -171,7 +171,12 @@ def load_settings(
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
-        origin = sources.get(key, "settings")
+        # A bad mapping ("portz: {api: 1}") is known to sources only by its leaves.
+        origin = sources.get(key) or next(
+            (v for k, v in sources.items() if k.startswith(key + ".")), "settings")
+        if err["type"] == "extra_forbidden":
+            raise TradelabError(f"unknown setting {key} ({origin}): check the spelling; "
+                                "`tradelab config show` lists the settings") from None
         raise TradelabError(f"invalid setting {key} ({origin}): {err['msg']}") from None
     settings._sources = {k: sources.get(k, "default") for k in settings.flat()}
     return settings
