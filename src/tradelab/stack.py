@@ -52,6 +52,10 @@ LOCUST_DIR_IN_CONTAINER = "/mnt/locust"
 LOCUSTFILE = "trader.py"  # in tradelab/loadtest/, copied to <rendered>/locust/ by render
 DOCKER_LOG_DIR = "/var/lib/docker/containers"  # json-file logs the log agent tails
 DB_NAME = "tradelab"
+# Every container logs to json-file with these labels copied into each line ("attrs"),
+# so the log agent can tail the files (no Docker socket) and still know the service.
+LOG_DRIVER = "json-file"
+LOG_OPTIONS = {"labels": f"{LABEL_PROJECT},{LABEL_SERVICE}", "max-size": "10m", "max-file": "3"}
 
 Runtime = Literal["docker", "local"]
 ALL_SERVICES = (
@@ -155,7 +159,24 @@ class Stack:
     runtime: Runtime
     services: dict[str, Service]  # in start order
     volumes: tuple[str, ...]  # keys; Docker names are volume_name(key)
-    rendered_dir: Path
+    rendered_dir: Path  # config mounts' sources are relative to it
+    data_dir: Path  # local runtime: data volumes are folders here
+
+    def config_path(self, service: str, folder: str) -> str:
+        """Where `service` sees the rendered `folder` (for paths inside config files)."""
+        for m in self.services[service].mounts:
+            if m.kind == "config" and m.source == folder:
+                return m.target
+        raise KeyError(f"service {service} does not mount the rendered folder {folder!r}")
+
+    def data_path(self, service: str, key: str) -> str:
+        """Where `service` keeps the data volume `key` (a named volume, or <lab>/data/key)."""
+        if self.runtime == "local":
+            return str(self.data_dir / key)
+        for m in self.services[service].mounts:
+            if m.kind == "volume" and m.source == key:
+                return m.target
+        raise KeyError(f"service {service} has no data volume {key!r}")
 
     @property
     def network(self) -> str:
@@ -297,7 +318,8 @@ class _Builder:
         volumes = tuple(sorted({m.source for svc in services.values()
                                 for m in svc.mounts if m.kind == "volume"}))
         return Stack(project=self.s.project, runtime=self.runtime, services=services,
-                     volumes=volumes, rendered_dir=self.lab.rendered_dir)
+                     volumes=volumes, rendered_dir=self.lab.rendered_dir,
+                     data_dir=self.lab.data_dir)
 
     # -- shared pieces ---------------------------------------------------------------
 
@@ -470,7 +492,7 @@ class _Builder:
     def grafana(self) -> Service:
         port = self._port("http", 3000, self.s.ports.grafana)
         prov, prov_dir = self._config("grafana/provisioning", "/etc/grafana/provisioning")
-        dash, dash_dir = self._config("grafana/dashboards", "/var/lib/grafana-dashboards")
+        dash, _ = self._config("grafana/dashboards", "/var/lib/grafana-dashboards")
         data, data_dir = self._data("grafana-data", "/var/lib/grafana")
         sec = self._secret("grafana_admin_password")
         env = {
@@ -483,7 +505,6 @@ class _Builder:
             "GF_ANALYTICS_REPORTING_ENABLED": "false",
             "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
             "GF_USERS_ALLOW_SIGN_UP": "false",
-            "TRADELAB_DASHBOARDS_DIR": dash_dir,  # provisioning/dashboards reads it
         }
         if not self.docker:
             env["GF_SERVER_HTTP_ADDR"] = port.host_ip

@@ -1,0 +1,218 @@
+"""Render the lab's config files from the templates in tradelab/templates/.
+
+    written = render(settings, lab)                          # into <lab>/rendered/
+    render(settings, lab, out=Path("out"), runtime="local")  # 127.0.0.1 targets, no compose
+    render(settings, lab, stack=stack.subset(names))         # what `up` runs (--only/--without)
+
+The template tree mirrors the output tree: templates/prometheus/prometheus.yml
+becomes <out>/prometheus/prometheus.yml. The rules, in order:
+
+1. Every file is a Jinja template (StrictUndefined), except `*.json`, which is copied
+   byte for byte (Grafana dashboards are full of `{{legend}}` and have no Jinja in them).
+2. A top-level folder named after a service (promtail/, alloy/, loki/, grafana/, ...) is
+   rendered only when the stack runs that service; docker-compose.yml only for the
+   docker runtime.
+3. The bundled locustfile(s) (tradelab/loadtest/*.py) are copied to <out>/locust/ when
+   the stack runs Locust, so containers mount them from the rendered tree.
+
+Templates see `settings`, `stack` (tradelab.stack.Stack), `lab` and the filters
+`to_yaml` (a whole YAML block from data, sorted keys), `to_json`, `compose` (the
+Stack as a compose document) and `indent`. A missing value is a one-line
+TradelabError: "missing configuration value: X in <template>". Output is
+deterministic (no timestamps); files whose content did not change are not
+rewritten, and files a previous render wrote that are no longer produced are
+removed (the list is kept in <out>/.tradelab-rendered).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from importlib import resources
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from tradelab.errors import TradelabError
+from tradelab.stack import ALL_SERVICES, Service, Stack, build_stack
+
+MANIFEST = ".tradelab-rendered"
+_VERBATIM_SUFFIXES = (".json",)
+
+
+def template_root():
+    return resources.files("tradelab") / "templates"
+
+
+def environment(loader=None):
+    """The Jinja environment templates are rendered with (strict, newline-preserving)."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=loader or jinja2.FunctionLoader(_load_template),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["to_yaml"] = to_yaml
+    env.filters["to_json"] = lambda data: json.dumps(data, indent=2, sort_keys=True)
+    env.filters["compose"] = _compose
+    return env
+
+
+def to_yaml(data: Any) -> str:
+    """Data as a block of YAML (sorted keys, no trailing newline)."""
+    return yaml.safe_dump(_plain(data), sort_keys=True, default_flow_style=False,
+                          width=1000).rstrip("\n")
+
+
+def _plain(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {str(k): _plain(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_plain(v) for v in data]
+    if isinstance(data, Path):
+        return str(data)
+    return data
+
+
+def _compose(stack: Stack) -> dict[str, Any]:
+    from tradelab.compose import compose_document
+
+    return compose_document(stack)
+
+
+def _load_template(name: str):
+    path = template_root().joinpath(*PurePosixPath(name).parts)
+    if not path.is_file():
+        return None
+    return path.read_text(encoding="utf-8"), None, lambda: True
+
+
+def template_names() -> list[str]:
+    """Every file under templates/, as posix paths relative to it, sorted."""
+    names: list[str] = []
+
+    def walk(node, prefix: str) -> None:
+        for child in node.iterdir():
+            rel = f"{prefix}{child.name}"
+            if child.is_dir():
+                if child.name != "__pycache__":
+                    walk(child, rel + "/")
+            elif not child.name.endswith((".pyc", "~")):
+                names.append(rel)
+
+    walk(template_root(), "")
+    return sorted(names)
+
+
+def wanted(name: str, stack: Stack) -> bool:
+    """Rule 2: does the stack need this template's output?"""
+    top = name.split("/", 1)[0]
+    if name == "docker-compose.yml":
+        return stack.runtime == "docker"
+    if "/" in name and top in ALL_SERVICES:
+        return top in stack.services
+    return True
+
+
+def render_text(env, name: str, context: dict[str, Any]) -> str:
+    """One template rendered; Jinja's errors become one-line TradelabErrors."""
+    import jinja2
+
+    try:
+        return env.get_template(name).render(context)
+    except jinja2.UndefinedError as exc:
+        raise TradelabError(f"missing configuration value: {_missing(exc)} in {name}") from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise TradelabError(f"template error in {name} line {exc.lineno}: {exc.message}") from None
+
+
+def _missing(exc: Exception) -> str:
+    text = str(exc)
+    m = re.search(r"has no attribute '([^']+)'", text) or re.search(r"'([^']+)' is undefined",
+                                                                     text)
+    if m:
+        return m.group(1)
+    m = re.search(r"no element for key\s*'?([^']+)'?", text)
+    return m.group(1) if m else text.splitlines()[0]
+
+
+def render_files(settings, lab, stack: Stack) -> dict[str, bytes]:
+    """Output path (relative, posix) -> content, for every file the stack needs."""
+    env = environment()
+    context = {"settings": settings, "stack": stack, "lab": lab}
+    files: dict[str, bytes] = {}
+    for name in template_names():
+        if not wanted(name, stack):
+            continue
+        if name.endswith(_VERBATIM_SUFFIXES):
+            files[name] = template_root().joinpath(*name.split("/")).read_bytes()
+        else:
+            files[name] = render_text(env, name, context).encode("utf-8")
+    if "locust-master" in stack.services or "locust-worker" in stack.services:
+        folder = resources.files("tradelab") / "loadtest"
+        if folder.is_dir():
+            for child in folder.iterdir():
+                if child.name.endswith(".py") and child.is_file():
+                    files[f"locust/{child.name}"] = child.read_bytes()
+    return dict(sorted(files.items()))
+
+
+def render(settings, lab, out: Path | None = None, runtime: str = "docker",
+           stack: Stack | None = None) -> list[Path]:
+    """Write the rendered tree to `out` (default <lab>/rendered); return the files written."""
+    stack = stack or build_stack(settings, lab, runtime)
+    out = Path(out) if out is not None else lab.rendered_dir
+    files = render_files(settings, lab, stack)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        previous = _read_manifest(out)
+        written = []
+        for rel, content in files.items():
+            path = out / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.is_file() or path.read_bytes() != content:
+                tmp = path.with_name(f".{path.name}.tmp")
+                tmp.write_bytes(content)
+                tmp.chmod(0o644)  # read by containers running as other users
+                tmp.replace(path)
+            written.append(path)
+        for rel in sorted(set(previous) - set(files)):
+            _remove_stale(out, rel)
+        (out / MANIFEST).write_text("".join(f"{rel}\n" for rel in files))
+    except OSError as exc:
+        raise TradelabError(f"cannot write rendered files to {out}: {exc.strerror or exc}; "
+                            "choose another folder with --out") from None
+    return written
+
+
+def _read_manifest(out: Path) -> list[str]:
+    path = out / MANIFEST
+    if not path.is_file():
+        return []
+    return [line for line in path.read_text().splitlines() if line and ".." not in line]
+
+
+def _remove_stale(out: Path, rel: str) -> None:
+    path = out / rel
+    path.unlink(missing_ok=True)
+    parent = path.parent
+    while parent != out and parent.is_dir() and not any(parent.iterdir()):
+        parent.rmdir()
+        parent = parent.parent
+
+
+def mounted_config_digest(service: Service, rendered_dir: Path) -> str:
+    """A digest of the rendered files `service` mounts: feed it to spec_hash(extra=...)."""
+    digest = hashlib.sha256()
+    for mount in service.mounts:
+        if mount.kind != "config":
+            continue
+        folder = Path(rendered_dir) / mount.source
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            digest.update(str(path.relative_to(rendered_dir)).encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:32]
