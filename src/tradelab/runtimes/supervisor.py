@@ -125,13 +125,17 @@ class Supervisor:
         return True
 
     # -- daemon ----------------------------------------------------------------------
-    def pid(self) -> int | None:
-        """supervisord's pid while it runs."""
+    def recorded_pid(self) -> int | None:
+        """The pid in supervisord's pid file, alive or not (a killed daemon leaves it)."""
         try:
-            pid = int(self.pid_file.read_text().strip())
+            return int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) else None
+
+    def pid(self) -> int | None:
+        """supervisord's pid while it runs."""
+        pid = self.recorded_pid()
+        return pid if pid is not None and _alive(pid) else None
 
     def running(self) -> bool:
         if self.pid() is None:

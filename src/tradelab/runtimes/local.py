@@ -1,0 +1,351 @@
+"""The local runtime: the lab as processes under supervisord, with an embedded PostgreSQL.
+
+    runtime = LocalRuntime(settings, lab)
+    runtime.up()            # returns once every service is healthy
+    runtime.status()        # every service of the stack, unavailable ones included
+    runtime.kill_service("api")   # SIGKILL; supervisord brings it back
+    runtime.down()          # stops everything, leaves no process; data is kept
+
+For a machine without Docker. supervisord (daemonised, controlled over a unix socket
+in <lab>/state/local/) runs postgres, the one-shot migrate, api, engine, the Locust
+master, and Prometheus and Alertmanager when their binaries are on PATH. Each program
+logs to <lab>/state/logs/<service>.log. Grafana, Loki and Promtail cannot run here
+and are reported as unavailable: they are never imitated.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+import xmlrpc.client
+from collections.abc import Callable
+from pathlib import Path
+
+from tradelab.errors import TradelabError
+from tradelab.runtimes import local_programs as lp
+from tradelab.runtimes.base import ServiceStatus
+from tradelab.runtimes.local_postgres import (
+    ensure_database,
+    postgres_data_dir,
+    prepare,
+    remove_postgres_data,
+)
+from tradelab.runtimes.supervisor import Supervisor
+
+NOT_HERE = "not available in the local runtime"
+
+
+class LocalRuntime:
+    name = "local"
+
+    def __init__(self, settings, lab, echo: Callable[[str], None] | None = None) -> None:
+        self.settings = settings
+        self.lab = lab
+        self.echo = echo or _progress
+        self.supervisor = Supervisor(lab.state_dir / "local", lab.state_dir / "logs",
+                                     identifier=f"tradelab-{lab.root.name}")
+        self._plan: lp.Plan | None = None
+
+    @property
+    def plan(self) -> lp.Plan:
+        """What runs here, built from the Stack (cached: finding binaries costs a little)."""
+        if self._plan is None:
+            self._plan = lp.build_plan(self.settings, self.lab, postgres_data_dir(self.lab))
+        return self._plan
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def up(self, only: list[str] | None = None, without: list[str] | None = None,
+           build: bool = True, timeout: float = 300) -> list[ServiceStatus]:
+        """Start what is not running, in dependency order; return once all are healthy."""
+        self.lab.ensure()
+        self.lab.ensure_secrets()
+        plan = self.plan
+        wanted = plan.select(only, without)
+        started_at = time.monotonic()
+        cold = not self.supervisor.running()
+        if cold:
+            self._check_ports(wanted)
+            self._prepare_files(wanted)
+            self.supervisor.write_config(plan.programs())
+            self.echo("starting supervisord (local runtime)")
+            self.supervisor.start_daemon()
+        else:
+            self._prepare_files(wanted, running=True)
+            if self.supervisor.write_config(plan.programs()):
+                replaced = self.supervisor.apply_config()
+                if replaced:
+                    self.echo(f"settings changed: restarting {', '.join(replaced)}")
+            todo = self._not_running(wanted)
+            if not todo:
+                self.echo("the lab is already up (local runtime): nothing to do")
+                return self.status()
+            self._check_ports(todo)
+        try:
+            self._start_in_order(wanted, deadline=started_at + timeout)
+        except BaseException:
+            if cold:  # a failed first start leaves no half-made lab behind (logs stay)
+                self._stop_all(quiet=True)
+            raise
+        self.echo(f"all services healthy in {time.monotonic() - started_at:.1f}s")
+        return self.status()
+
+    def down(self, volumes: bool = False) -> None:
+        """Stop every program and supervisord; with `volumes`, delete the lab's data."""
+        if self.supervisor.pid() is not None:
+            self.echo("stopping the local lab")
+        self._stop_all()
+        if volumes:
+            remove_postgres_data(self.lab)
+            for sub in ("prometheus", "alertmanager"):
+                shutil.rmtree(self.lab.data_dir / sub, ignore_errors=True)
+            self.echo("removed the lab's data (database, metrics)")
+
+    def is_up(self) -> bool:
+        return self.supervisor.running()
+
+    # -- inspection --------------------------------------------------------------------
+    def status(self) -> list[ServiceStatus]:
+        plan = self.plan
+        infos = self.supervisor.process_info()
+        out = []
+        for name in plan.services:
+            spec = plan.by_name.get(name)
+            if spec is None or spec.unavailable:
+                out.append(ServiceStatus(name, "unavailable", "n/a",
+                                         detail=spec.unavailable if spec else NOT_HERE))
+                continue
+            info = infos.get(name)
+            url = spec.url
+            if info is None:
+                out.append(ServiceStatus(name, "missing", "n/a", url))
+                continue
+            state = _STATES.get(info["statename"], info["statename"].lower())
+            if spec.oneshot:
+                code = info.get("exitstatus", 0)
+                detail = f"exit {code}" if state == "exited" else ""
+                out.append(ServiceStatus(name, state, "n/a", url, detail))
+                continue
+            health = "none"
+            if state == "running":
+                health = "healthy" if lp.probe(spec, self.settings, self.lab) else "unhealthy"
+            elif state == "starting":
+                health = "starting"
+            out.append(ServiceStatus(name, state, health, url,
+                                     detail=f"pid {info['pid']}" if info.get("pid") else ""))
+        return out
+
+    def logs(self, service: str, follow: bool = False, tail: int | None = 100) -> None:
+        spec = self.plan.by_name.get(service)
+        if spec is None:
+            raise TradelabError(f"unknown service {service!r}: one of "
+                                f"{', '.join(self.plan.services)}")
+        if spec.unavailable:
+            raise TradelabError(f"{service} is {spec.unavailable}: it has no logs here")
+        path = self.supervisor.log_file(service)
+        if not path.exists():
+            raise TradelabError(f"{service} has not run yet (no {path}): start it with "
+                                "`tradelab up`")
+        for line in tail_lines(path, tail):
+            sys.stdout.write(line)
+        sys.stdout.flush()
+        if follow:
+            _follow(path)
+
+    # -- runtime faults ----------------------------------------------------------------
+    def stop_service(self, service: str) -> None:
+        self._rpc_on(service, lambda rpc: rpc.stopProcess(service, True))
+
+    def start_service(self, service: str) -> None:
+        self._rpc_on(service, lambda rpc: rpc.startProcess(service, True))
+
+    def kill_service(self, service: str) -> None:
+        """SIGKILL the program's whole process group, as a crashed container would be;
+        supervisord sees an unexpected exit and restarts it."""
+        def kill(rpc):
+            pid = rpc.getProcessInfo(service)["pid"]
+            if not pid:
+                raise TradelabError(f"{service} is not running: nothing to kill")
+            os.killpg(pid, signal.SIGKILL)
+        self._rpc_on(service, kill)
+
+    # -- internals -------------------------------------------------------------------
+    def _rpc_on(self, service: str, action) -> None:
+        spec = self.plan.by_name.get(service)
+        if spec is None or spec.unavailable:
+            raise TradelabError(f"{service} is not a service of the local lab")
+        if not self.supervisor.running():
+            raise TradelabError("the local lab is not running: start it with `tradelab up`")
+        try:
+            action(self.supervisor.rpc)
+        except xmlrpc.client.Fault as exc:
+            raise TradelabError(f"supervisord could not act on {service}: "
+                                f"{exc.faultString}") from None
+
+    def _not_running(self, wanted: list[str]) -> list[str]:
+        infos = self.supervisor.process_info()
+        todo = []
+        for name in wanted:
+            info = infos.get(name, {})
+            spec = self.plan.by_name[name]
+            done = (info.get("statename") == "EXITED" and info.get("exitstatus") == 0
+                    if spec.oneshot else info.get("statename") == "RUNNING")
+            if not done:
+                todo.append(name)
+        return todo
+
+    def _check_ports(self, names: list[str]) -> None:
+        for name in names:
+            for port, key in self.plan.by_name[name].ports:
+                with socket.socket() as s:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    try:
+                        s.bind((lp.HOST, port))
+                    except OSError:
+                        fix = (f"free it or set {key} in tradelab.yaml" if key.startswith("ports.")
+                               else "free it")
+                        raise TradelabError(
+                            f"port {port} ({key}) is already in use: {fix}") from None
+
+    def _prepare_files(self, wanted: list[str], running: bool = False) -> None:
+        """Directories, rendered configs and (first time) the database cluster."""
+        for d in self.plan.directories:
+            d.mkdir(parents=True, exist_ok=True)
+        lp.render_configs(self.settings, self.lab, self.plan.stack, wanted)
+        if "postgres" in wanted and not running:
+            cluster = self.plan.cluster
+            if not cluster.initialised():
+                self.echo(f"initialising PostgreSQL in {cluster.data_dir}")
+            prepare(cluster, self.lab.secret("postgres_password"))
+
+    def _start_in_order(self, wanted: list[str], deadline: float) -> None:
+        rpc = self.supervisor.rpc
+        for phase in self.plan.phases(wanted):
+            todo = self._not_running(phase)
+            for name in todo:
+                self.echo(f"starting {name}")
+                rpc.startProcess(name, False)
+            for name in phase:
+                self._wait_ready(name, deadline)
+                if name == "postgres":
+                    admin = self.plan.admin_url("postgres")
+                    if ensure_database(admin, lp.DB_NAME):
+                        self.echo(f"created database {lp.DB_NAME}")
+
+    def _wait_ready(self, name: str, deadline: float) -> None:
+        spec = self.plan.by_name[name]
+        rpc = self.supervisor.rpc
+        while True:
+            info = rpc.getProcessInfo(name)
+            state = info["statename"]
+            if spec.oneshot:
+                if state == "EXITED" and info["exitstatus"] == 0:
+                    self.echo(f"{name} finished")
+                    return
+                if state in ("EXITED", "FATAL") or (state == "BACKOFF"):
+                    raise self._failure(name, f"{name} failed (exit {info['exitstatus']})")
+            elif state == "FATAL":
+                raise self._failure(name, f"{name} keeps exiting at start")
+            elif state == "RUNNING" and lp.probe(spec, self.settings, self.lab):
+                self.echo(f"{name} healthy")
+                return
+            if time.monotonic() > deadline:
+                raise self._failure(name, f"{name} did not become healthy in time "
+                                          f"({spec.health_text})")
+            time.sleep(0.25)
+
+    def _failure(self, name: str, message: str) -> TradelabError:
+        path = self.supervisor.log_file(name)
+        lines = tail_lines(path, 15) if path.exists() else []
+        tail = "".join("\n  | " + line.rstrip("\n") for line in lines)
+        return TradelabError(f"{message}; last log lines of {path}:{tail}" if lines
+                             else f"{message}; no output in {path}")
+
+    def _stop_all(self, quiet: bool = False) -> None:
+        """supervisord stops its programs; then nothing of its session may remain."""
+        session = self.supervisor.recorded_pid()
+        self.supervisor.shutdown()
+        if session is None:
+            return
+        deadline = time.monotonic() + 30
+        while (left := session_processes(session)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pid in session_processes(session):
+            if not quiet:
+                self.echo(f"process {pid} outlived supervisord: killing it")
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        del left
+
+
+_STATES = {"RUNNING": "running", "STARTING": "starting", "BACKOFF": "starting",
+           "STOPPED": "stopped", "STOPPING": "stopping", "EXITED": "exited",
+           "FATAL": "exited", "UNKNOWN": "missing"}
+
+
+def session_processes(session_id: int) -> list[int]:
+    """Pids in the session `session_id` (supervisord's: it calls setsid when it
+    daemonises, and every program and its children stay in that session)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # fields[0] is the state, [3] the session id (stat fields 3 and 6).
+        if fields[0] != "Z" and int(fields[3]) == session_id:
+            pids.append(int(entry))
+    return pids
+
+
+def tail_lines(path: Path, n: int | None) -> list[str]:
+    """The last `n` lines of a file (all when n is None), reading from the end."""
+    with open(path, "rb") as f:
+        if n is None:
+            return f.read().decode(errors="replace").splitlines(keepends=True)
+        f.seek(0, os.SEEK_END)
+        end = size = f.tell()
+        data = b""
+        while end > 0 and data.count(b"\n") <= n:
+            step = min(65536, end)
+            end -= step
+            f.seek(end)
+            data = f.read(step) + data
+        del size
+    lines = data.decode(errors="replace").splitlines(keepends=True)
+    return lines[-n:] if n else []
+
+
+def _follow(path: Path) -> None:
+    """Print what is appended to `path` until interrupted; reopen it when rotated."""
+    f = open(path, "rb")  # noqa: SIM115 - reopened on rotation
+    f.seek(0, os.SEEK_END)
+    try:
+        while True:
+            chunk = f.read()
+            if chunk:
+                sys.stdout.write(chunk.decode(errors="replace"))
+                sys.stdout.flush()
+                continue
+            time.sleep(0.3)
+            try:
+                if os.stat(path).st_ino != os.fstat(f.fileno()).st_ino or \
+                        os.stat(path).st_size < f.tell():
+                    f.close()
+                    f = open(path, "rb")  # noqa: SIM115
+            except FileNotFoundError:
+                pass
+    finally:
+        f.close()
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,287 @@
+"""From the Stack to supervisord programs: what the local runtime runs, and how it checks it.
+
+    plan = build_plan(settings, lab, postgres_data_dir(lab))
+    plan.services                # every service of the Stack, in start order
+    plan.by_name["api"].program  # a supervisor Program, or None when unavailable here
+    plan.phases(plan.select())   # [[postgres, prometheus, ...], [migrate], [api, engine]]
+    probe(plan.by_name["api"], settings, lab)   # one health check (GET /readyz ...)
+
+Commands, environment, ports and health checks come from `build_stack(settings, lab,
+runtime="local")`; this module only turns them into processes on this machine:
+it finds the binaries (prometheus, alertmanager, locust) on PATH, runs `tradelab`
+with this very Python, and marks what cannot run here as unavailable, with why.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from tradelab.db.cluster import PostgresCluster
+from tradelab.runtimes.local_postgres import postgres_program
+from tradelab.runtimes.supervisor import Program
+from tradelab.stack import DB_NAME, Service, build_stack
+
+HOST = "127.0.0.1"
+__all__ = ["DB_NAME", "HOST", "Plan", "build_plan", "probe", "render_configs"]
+
+# Services the local runtime never runs: there is no binary for them here, and an
+# imitation would teach the wrong thing.
+NOT_LOCAL = ("grafana", "loki", "promtail", "alloy")
+
+# Binaries tried in order; Debian names Alertmanager `prometheus-alertmanager`.
+BINARIES = {
+    "prometheus": ("prometheus",),
+    "alertmanager": ("alertmanager", "prometheus-alertmanager"),
+    "locust": ("locust",),
+}
+INSTALL_HINT = {
+    "prometheus": "apt-get install prometheus",
+    "alertmanager": "apt-get install prometheus-alertmanager",
+    "locust": "pip install locust",
+}
+
+PRIORITY = {"postgres": 10, "migrate": 20}  # the rest: 30 + position (stop before these)
+
+
+@dataclass
+class LocalService:
+    name: str
+    program: Program | None
+    unavailable: str = ""  # why it does not run here ("" when it does)
+    oneshot: bool = False
+    ports: list[tuple[int, str]] = field(default_factory=list)  # (port, settings key)
+    probe_port: int | None = None
+    probe_path: str | None = None  # None with a probe_port: a TCP connect
+    url: str | None = None
+
+    @property
+    def health_text(self) -> str:
+        if self.name == "postgres":
+            return f"PostgreSQL accepting connections on {HOST}:{self.probe_port}"
+        if self.probe_path:
+            return f"GET http://{HOST}:{self.probe_port}{self.probe_path} answers 200"
+        if self.probe_port:
+            return f"TCP {HOST}:{self.probe_port} accepts connections"
+        return "process running"
+
+
+@dataclass
+class Plan:
+    stack: object
+    by_name: dict[str, LocalService]
+    cluster: PostgresCluster
+    multiproc_dir: Path
+    directories: list[Path]
+    postgres_password: str
+
+    @property
+    def services(self) -> list[str]:
+        return list(self.by_name)
+
+    def select(self, only: list[str] | None = None,
+               without: list[str] | None = None) -> list[str]:
+        """Services to start for --only/--without (with their dependencies), in order;
+        those that cannot run here are left out."""
+        missing = [n for n in (only or []) if n in self.by_name and self.by_name[n].unavailable]
+        if missing:
+            from tradelab.errors import TradelabError
+
+            name = missing[0]
+            raise TradelabError(f"{name} cannot run in the local runtime: "
+                                f"{self.by_name[name].unavailable}")
+        here = [n for n, s in self.by_name.items() if not s.unavailable]
+        # --without grafana is fine (and a no-op) here, as it is with Docker.
+        without = [n for n in (without or []) if n not in self.by_name or n in here]
+        return self.stack.subset(here).select(only, without)
+
+    def phases(self, names: list[str]) -> list[list[str]]:
+        """`names` in waves: each wave depends only on earlier ones."""
+        depth: dict[str, int] = {}
+        for name in self.stack.start_order(names):
+            deps = [d.service for d in self.stack.services[name].depends_on if d.service in names]
+            depth[name] = 1 + max((depth[d] for d in deps), default=-1)
+        waves: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+        for name, d in depth.items():
+            waves[d].append(name)
+        return waves
+
+    def programs(self) -> list[Program]:
+        return [s.program for s in self.by_name.values() if s.program is not None]
+
+    def admin_url(self, dbname: str = DB_NAME) -> str:
+        return self.cluster.url("postgres", self.postgres_password, dbname)
+
+
+def build_plan(settings, lab, pg_data_dir: Path) -> Plan:
+    stack = build_stack(settings, lab, runtime="local")
+    pg = stack.services["postgres"]
+    cluster = PostgresCluster(pg_data_dir, port=pg.port("postgres").container, host=HOST)
+    multiproc = lab.state_dir / "local" / "api-metrics"
+    by_name: dict[str, LocalService] = {}
+    directories = [lab.state_dir, multiproc]
+    for position, (name, svc) in enumerate(stack.services.items()):
+        local = _local_service(name, svc, settings, stack)
+        if not local.unavailable:
+            if name == "postgres":
+                local.program = postgres_program(cluster, HOST)
+            else:
+                local.program = _program(name, svc, lab, position, multiproc, settings)
+                if local.program is None:
+                    local.unavailable = _missing_binary(svc)
+            for mount in svc.mounts:  # local data folders (prometheus TSDB, ...)
+                if mount.kind == "bind" and not mount.read_only:
+                    directories.append(Path(mount.source))
+        by_name[name] = local
+    return Plan(stack=stack, by_name=by_name, cluster=cluster, multiproc_dir=multiproc,
+                directories=directories, postgres_password=lab.secret("postgres_password"))
+
+
+def _local_service(name: str, svc: Service, settings, stack) -> LocalService:
+    if name in NOT_LOCAL:
+        return LocalService(name, None, unavailable="not available in the local runtime")
+    local = LocalService(name, None, oneshot=svc.one_shot, url=_url(name, svc, stack))
+    for port in svc.ports:
+        local.ports.append((port.container, _port_key(settings, port.host, name, port.name)))
+    check = svc.healthcheck
+    if check is not None and check.port:
+        local.probe_port = svc.port(check.port).container
+        local.probe_path = check.path
+    if name == "locust-master" or name == "locust-worker":
+        locustfile = Path(svc.command[svc.command.index("-f") + 1])
+        if not locustfile.is_file():
+            local.unavailable = f"no locustfile at {locustfile}"
+    return local
+
+
+def _url(name: str, svc: Service, stack) -> str | None:
+    if svc.web_path is not None:
+        return stack.url(name)
+    if name == "postgres":
+        return f"postgresql://{HOST}:{svc.port('postgres').container}/{DB_NAME}"
+    if svc.metrics is not None:
+        return f"http://{HOST}:{svc.port(svc.metrics.port).container}{svc.metrics.path}"
+    return None
+
+
+def _port_key(settings, host_port: int | None, service: str, port_name: str) -> str:
+    """The setting that chooses this port, for error messages ("ports.api")."""
+    for key, value in settings.ports:
+        if host_port is not None and value == host_port:
+            return f"ports.{key}"
+    return f"{service}'s fixed {port_name} port"
+
+
+def _program(name: str, svc: Service, lab, position: int, multiproc: Path,
+             settings) -> Program | None:
+    argv = _resolve_argv(svc)
+    if argv is None:
+        return None
+    env = _environment(svc)
+    env["TRADELAB_HOME"] = str(lab.root)  # the children use this lab's secrets and state
+    if name == "api":
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc)
+    if name == "locust-master" and "--master-bind-host" not in argv:
+        argv += ["--master-bind-host", HOST]  # locust binds every interface otherwise
+    return Program(
+        name=name, command=argv, env=env,
+        # The service's working directory: a `chaos.flag` dropped there turns chaos on.
+        directory=str(lab.state_dir),
+        oneshot=svc.one_shot,
+        priority=PRIORITY.get(name, 30 + position),
+    )
+
+
+def _resolve_argv(svc: Service) -> list[str] | None:
+    argv = list(svc.argv)
+    if not argv:
+        return None
+    if argv[0] == "tradelab":  # the very tradelab (and Python) running this command
+        return [sys.executable, "-m", "tradelab", *argv[1:]]
+    for candidate in BINARIES.get(argv[0], (argv[0],)):
+        found = shutil.which(candidate) or _next_to_python(candidate)
+        if found:
+            return [found, *argv[1:]]
+    return None
+
+
+def _next_to_python(name: str) -> str | None:
+    """Console scripts of this environment's packages (locust) when not on PATH."""
+    path = Path(sys.executable).parent / name
+    return str(path) if path.is_file() else None
+
+
+def _missing_binary(svc: Service) -> str:
+    tool = svc.argv[0] if svc.argv else svc.name
+    names = " or ".join(BINARIES.get(tool, (tool,)))
+    hint = INSTALL_HINT.get(tool)
+    return f"{names} not found on PATH" + (f" ({hint})" if hint else "")
+
+
+def _environment(svc: Service) -> dict[str, str]:
+    """The Stack's environment with database passwords put into the URL itself.
+
+    The Stack names a password file next to a password-less URL (so containers never
+    carry the secret in their environment); a local process gets the complete URL,
+    which every tool and library understands. The supervisord config holding it is 0600.
+    """
+    env = dict(svc.environment)
+    password_file = env.pop("TRADELAB_DATABASE_PASSWORD_FILE", None)
+    url = env.get("TRADELAB_DATABASE_URL")
+    if password_file and url:
+        parts = urlsplit(url)
+        if parts.password is None and parts.username:
+            password = quote(Path(password_file).read_text().strip(), safe="")
+            netloc = f"{parts.username}:{password}@{parts.netloc.split('@', 1)[1]}"
+            env["TRADELAB_DATABASE_URL"] = urlunsplit(parts._replace(netloc=netloc))
+    return env
+
+
+def render_configs(settings, lab, stack, names: list[str]) -> None:
+    """Write the configs Prometheus and Alertmanager read, for the services that run
+    (the local Stack's addresses are 127.0.0.1; its config paths name the rendered tree)."""
+    from tradelab.render import render
+
+    render(settings, lab, out=stack.rendered_dir, runtime="local", stack=stack.subset(names))
+
+
+# Health checks go straight to 127.0.0.1, whatever HTTP_PROXY says.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def probe(service: LocalService, settings, lab, timeout: float = 2.0) -> bool:
+    """One health check of a running service, from this machine."""
+    if service.name == "postgres":
+        return _postgres_ready(service.probe_port, lab, timeout)
+    if service.probe_port is None:
+        return True  # no check declared: running is all we can know
+    if service.probe_path is None:
+        try:
+            with socket.create_connection((HOST, service.probe_port), timeout=timeout):
+                return True
+        except OSError:
+            return False
+    url = f"http://{HOST}:{service.probe_port}{service.probe_path}"
+    try:
+        with _DIRECT.open(url, timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _postgres_ready(port: int, lab, timeout: float) -> bool:
+    import psycopg
+
+    try:
+        url = (f"postgresql://postgres:{quote(lab.secret('postgres_password'), safe='')}"
+               f"@{HOST}:{port}/postgres")
+        with psycopg.connect(url, connect_timeout=max(1, int(timeout))):
+            return True
+    except psycopg.Error:
+        return False
