@@ -296,10 +296,18 @@ def chaos_off(settings: Any, lab: Any, fault: str | None = None,
         if runtime is not None:
             for name in undo:
                 _, service, action = RUNTIME_ACTIONS[name]
-                getattr(runtime, action)(service)
+                _restore(runtime, service, action)
     for name in names:
         store.disable(name)
     return names
+
+
+def _restore(runtime: Any, service: str, action: str) -> None:
+    """Undo a runtime fault, unless the service is already back (a supervisor restarts a
+    killed process by itself, and starting a running one is an error there)."""
+    states = {st.name: st.state for st in runtime.status()}
+    if states.get(service) != "running":
+        getattr(runtime, action)(service)
 
 
 def store_for(settings: Any, lab: Any) -> ChaosStore:
