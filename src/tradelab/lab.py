@@ -78,7 +78,17 @@ class Lab:
         return self.secrets_dir / name
 
     def secret(self, name: str) -> str:
-        """The secret `name`, generated on first use and kept (file mode 0600)."""
+        """The secret `name`, generated on first use and kept (file mode 0600).
+
+        In a container the secret is a file named by TRADELAB_<NAME>_FILE (tradelab.stack).
+        """
+        given = os.environ.get(f"TRADELAB_{name.upper()}_FILE")
+        if given:
+            try:
+                return Path(given).read_text().strip()
+            except OSError as exc:
+                raise TradelabError(f"cannot read secret {name} from {given} "
+                                    f"(TRADELAB_{name.upper()}_FILE): {exc.strerror}") from None
         path = self.secret_path(name)
         if path.is_file():
             return path.read_text().strip()

@@ -179,7 +179,30 @@ def load_settings(
                                 "`tradelab config show` lists the settings") from None
         raise TradelabError(f"invalid setting {key} ({origin}): {err['msg']}") from None
     settings._sources = {k: sources.get(k, "default") for k in settings.flat()}
+    if settings.database_url and env.get(PASSWORD_FILE_ENV):
+        settings.database_url = _with_password_file(settings.database_url, env[PASSWORD_FILE_ENV])
     return settings
+
+
+# A container gets its database URL without the password, and the password as a file
+# (tradelab.stack): the secret is then in neither `docker inspect` nor the compose file.
+PASSWORD_FILE_ENV = "TRADELAB_DATABASE_PASSWORD_FILE"
+
+
+def _with_password_file(url: str, password_file: str) -> str:
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is not None or not parts.username:
+        return url
+    try:
+        password = Path(password_file).read_text().strip()
+    except OSError as exc:
+        raise TradelabError(f"cannot read the database password from {password_file} "
+                            f"({PASSWORD_FILE_ENV}): {exc.strerror}") from None
+    host = parts.netloc.split("@", 1)[1]
+    netloc = f"{parts.username}:{quote(password, safe='')}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def write_setting(lab: Any, key: str, value: str) -> None:
