@@ -189,6 +189,11 @@ def render(settings, lab, out: Path | None = None, runtime: str = "docker",
     return written
 
 
+def render_stack(stack: Stack, settings, lab, out: Path) -> list[Path]:
+    """render() for a given Stack (a runtime's selection) into `out`."""
+    return render(settings, lab, out=out, stack=stack)
+
+
 def _read_manifest(out: Path) -> list[str]:
     path = out / MANIFEST
     if not path.is_file():

@@ -238,16 +238,25 @@ class Stack:
         else:
             chosen = list(self.services)
         dropped = set(without or [])
-        for name in chosen:
-            if name in dropped:
-                continue
-            for dep in self.services[name].depends_on:
-                if dep.service in dropped:
-                    raise TradelabError(
-                        f"{name} needs {dep.service}: leave {dep.service} in, "
-                        f"or also leave out {name} (--without {','.join(sorted(dropped | {name}))})"
-                    )
+        kept = [n for n in chosen if n not in dropped]
+        for name in sorted(dropped):
+            users = [n for n in kept if name in self._needs(n)]
+            if users:
+                fix = ",".join(sorted(dropped | set(users)))
+                raise TradelabError(f"{name} is needed by {', '.join(users)}: keep {name}, "
+                                    f"or leave those out too (--without {fix})")
         return self.start_order([n for n in chosen if n not in dropped])
+
+    def _needs(self, name: str) -> set[str]:
+        """Everything `name` depends on, directly or not."""
+        needs: set[str] = set()
+        todo = [d.service for d in self.services[name].depends_on]
+        while todo:
+            dep = todo.pop()
+            if dep not in needs:
+                needs.add(dep)
+                todo.extend(d.service for d in self.services[dep].depends_on)
+        return needs
 
     def subset(self, names: list[str]) -> Stack:
         """The same stack with only `names` (e.g. from select()): what up renders and runs."""
