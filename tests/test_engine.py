@@ -137,11 +137,15 @@ def test_exchange_errors_at_full_rate_fail_everything_with_the_chaos_message(
         pass
     engine.close()
     rows = query(db.app_url, """
-        SELECT t.status, t.failure_reason, e.event, e.detail FROM trades t
+        SELECT t.status, t.failure_reason, e.event, e.detail,
+               extract(epoch FROM e.created_at - t.created_at) * 1000
+        FROM trades t
         JOIN trade_events e ON e.trade_id = t.id AND e.event <> 'received'""")
     assert len(rows) == 50
-    for status, failure_reason, event, detail in rows:
+    for status, failure_reason, event, detail, event_after_ms in rows:
         assert status == "FAILED" and event == "failed"
+        # the timeline shows when the exchange answered, not when the batch began
+        assert event_after_ms >= detail["latency_ms"]
         assert CHAOS_MESSAGE in failure_reason
         assert detail["reason"] == "EXCHANGE_CONNECTION_FAILED"
         assert detail["message"] == CHAOS_MESSAGE

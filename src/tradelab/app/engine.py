@@ -48,10 +48,16 @@ LIMIT %s
 FOR UPDATE SKIP LOCKED
 """
 _FINISH = """
-UPDATE trades SET status = %s, fill_price = %s, failure_reason = %s, updated_at = now()
+UPDATE trades SET status = %s, fill_price = %s, failure_reason = %s,
+                  updated_at = clock_timestamp()
 WHERE id = %s AND status = 'NEW'
 """
-_EVENT = "INSERT INTO trade_events (trade_id, event, status, detail) VALUES (%s, %s, %s, %s)"
+# clock_timestamp(), not now(): now() is when the batch's transaction began, before the
+# exchange answered, and the timeline find-trade prints should show when the fill happened.
+_EVENT = """
+INSERT INTO trade_events (trade_id, event, status, detail, created_at)
+VALUES (%s, %s, %s, %s, clock_timestamp())
+"""
 _BACKLOG = """
 SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)
 FROM trades WHERE status = 'NEW'
