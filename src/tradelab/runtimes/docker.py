@@ -1,0 +1,589 @@
+"""The lab as Docker containers, driven through the Docker SDK from the Stack model.
+
+    runtime = DockerRuntime(settings, lab)
+    runtime.up(without=["grafana", "loki", "promtail"], timeout=300)
+    runtime.status(); runtime.logs("api", tail=50); runtime.down(volumes=True)
+
+Every object carries the labels docker-compose uses (project, service, container
+number) plus a config hash, and every lookup filters by them: the truth about what
+runs lives in Docker, not in a file. `up` is idempotent (inspect, create on NotFound)
+and recreates a container only when its hash changes; the hash covers the service's
+spec, the image id and the content of the rendered configs and secrets it gets.
+
+A failed `up` prints the failing service's last log lines, then removes what that
+`up` created (containers, the network, volumes it made) and keeps what was there
+before, data volumes included: the lab is never left half made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import socket
+import sys
+import tarfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tradelab.errors import TradelabError
+from tradelab.runtimes import docker_image
+from tradelab.runtimes.base import ServiceStatus
+from tradelab.stack import (
+    LABEL_CONFIG_HASH,
+    LABEL_NETWORK,
+    LABEL_PROJECT,
+    LABEL_SERVICE,
+    LABEL_VOLUME,
+    LOG_DRIVER,
+    LOG_OPTIONS,
+    Service,
+    build_stack,
+)
+
+NOT_REACHABLE = "Docker is not reachable: start Docker or use --runtime local"
+LABEL_NUMBER = "com.docker.compose.container-number"
+STOP_TIMEOUT_S = 10
+POLL_S = 0.5
+
+
+def connect(timeout: int = 60):
+    """A Docker client that answered a ping, or the one-line "not reachable" error."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+    except DockerException:
+        raise TradelabError(NOT_REACHABLE) from None
+    return client
+
+
+@dataclass
+class ContainerSpec:
+    """One container of a service: create() arguments, files copied in, identifying hash."""
+
+    service: Service
+    number: int
+    create: dict[str, Any]
+    files: list[tuple[str, bytes, str | None]]  # (path in container, content, owner uid:gid)
+    config_hash: str
+
+
+@dataclass
+class _Created:
+    """What one `up` created, so that a failure takes back exactly that."""
+
+    containers: list = field(default_factory=list)
+    volumes: list[str] = field(default_factory=list)
+    network: str | None = None
+
+
+class DockerRuntime:
+    name = "docker"
+
+    def __init__(self, settings: Any, lab: Any, echo: Callable[[str], None] | None = None):
+        self.settings = settings
+        self.lab = lab
+        self.stack = build_stack(settings, lab, runtime="docker")
+        self.echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = connect()
+        return self._client
+
+    # -- lookups (always by label) ---------------------------------------------------------
+
+    def _filters(self, service: str | None = None) -> dict[str, list[str]]:
+        labels = [f"{LABEL_PROJECT}={self.stack.project}"]
+        if service:
+            labels.append(f"{LABEL_SERVICE}={service}")
+        return {"label": labels}
+
+    def containers(self, service: str | None = None) -> list:
+        """This lab's containers (of one service), by container number."""
+        found = self.client.containers.list(all=True, filters=self._filters(service))
+        return sorted(found, key=lambda c: (c.labels.get(LABEL_SERVICE, ""),
+                                            int(c.labels.get(LABEL_NUMBER, "1"))))
+
+    def _service(self, name: str) -> Service:
+        if name not in self.stack.services:
+            raise TradelabError(
+                f"unknown service {name!r}: choose from {', '.join(self.stack.services)}")
+        return self.stack.services[name]
+
+    # -- up --------------------------------------------------------------------------------
+
+    def up(self, only: list[str] | None = None, without: list[str] | None = None,
+           build: bool = True, timeout: float = 300) -> list[ServiceStatus]:
+        names = self.stack.select(only, without)
+        self.lab.ensure()
+        self.lab.ensure_secrets()
+        self.render_configs(names)
+        self.check_ports(names)
+        deadline = time.monotonic() + timeout
+        created = _Created()
+        try:
+            images = self.ensure_images(names, build)
+            self.ensure_network(created)
+            self.ensure_volumes(names, created)
+            met: set[tuple[str, str]] = set()  # (service, condition) already waited for
+            for name in names:
+                svc = self.stack.services[name]
+                for dep in svc.depends_on:
+                    if (dep.service, dep.condition) not in met:
+                        self.wait_for(dep.service, dep.condition, deadline, timeout)
+                        met.add((dep.service, dep.condition))
+                self.ensure_service(svc, images, created)
+            for name in names:
+                condition = _condition(self.stack.services[name])
+                if (name, condition) not in met:
+                    self.wait_for(name, condition, deadline, timeout)
+        except BaseException:
+            self._undo(created)
+            raise
+        return [s for s in self.status() if s.name in names]
+
+    def render_configs(self, names: list[str]) -> None:
+        """Write the rendered configs the containers mount (prometheus.yml, rules, …)."""
+        from tradelab.render import render_stack
+
+        render_stack(self.stack.subset(names), self.settings, self.lab, self.lab.rendered_dir)
+
+    def check_ports(self, names: list[str]) -> None:
+        """Fail before creating anything when a host port is taken by something else."""
+        ours = {c.labels.get(LABEL_SERVICE) for c in self.containers() if c.status == "running"}
+        for name in names:
+            if name in ours:
+                continue
+            for port in self.stack.services[name].ports:
+                if port.host is not None and not _port_free(port.host_ip, port.host):
+                    raise TradelabError(self._port_taken(port.host))
+
+    def _port_taken(self, port: int) -> str:
+        key = self.port_setting(port)
+        return (f"port {port} ({key}) is in use: stop what uses it, "
+                f"or set {key} to a free port in tradelab.yaml")
+
+    def port_setting(self, port: int) -> str:
+        """The settings key a host port comes from, e.g. "ports.api"."""
+        keys = [k for k, v in self.settings.ports.model_dump().items() if v == port]
+        return f"ports.{keys[0]}" if keys else "ports"
+
+    def ensure_images(self, names: list[str], build: bool) -> dict[str, str]:
+        """Image reference -> id for the services; pull or build what is missing."""
+        ids: dict[str, str] = {}
+        for name in names:
+            svc = self.stack.services[name]
+            if svc.image in ids:
+                continue
+            if svc.app:
+                ids[svc.image] = docker_image.ensure_app_image(
+                    self.client, svc.image, self.settings.build.base_image, build, self.echo)
+            else:
+                ids[svc.image] = docker_image.ensure_image(
+                    self.client, svc.image, self.image_key(svc), self.echo)
+        return ids
+
+    def image_key(self, svc: Service) -> str:
+        """The `images.KEY` setting a service's image comes from."""
+        keys = [k for k, v in self.settings.images.items() if v == svc.image]
+        return keys[0] if keys else svc.name.split("-")[0]
+
+    def ensure_network(self, created: _Created) -> None:
+        from docker.errors import NotFound
+
+        try:
+            self.client.networks.get(self.stack.network)
+        except NotFound:
+            self.client.networks.create(
+                self.stack.network, driver="bridge",
+                labels={LABEL_PROJECT: self.stack.project, LABEL_NETWORK: "default"})
+            created.network = self.stack.network
+
+    def ensure_volumes(self, names: list[str], created: _Created) -> None:
+        from docker.errors import NotFound
+
+        keys = {m.source for n in names for m in self.stack.services[n].mounts
+                if m.kind == "volume"}
+        for key in sorted(keys):
+            name = self.stack.volume_name(key)
+            try:
+                self.client.volumes.get(name)
+            except NotFound:
+                self.client.volumes.create(
+                    name, labels={LABEL_PROJECT: self.stack.project, LABEL_VOLUME: key})
+                created.volumes.append(name)
+
+    def ensure_service(self, svc: Service, images: dict[str, str], created: _Created) -> None:
+        """Each replica up to date and started; surplus replicas removed."""
+        existing = {int(c.labels.get(LABEL_NUMBER, "1")): c for c in self.containers(svc.name)}
+        for number in range(1, svc.replicas + 1):
+            spec = self.container_spec(svc, number, images[svc.image])
+            self._ensure_container(spec, existing.pop(number, None), created)
+        for container in existing.values():
+            self.echo(f"removing {container.name} (fewer replicas)")
+            _remove(container)
+
+    def container_spec(self, svc: Service, number: int, image_id: str) -> ContainerSpec:
+        """The container a service needs, and a hash over everything that defines it."""
+        from docker.types import LogConfig, Mount
+
+        from tradelab.render import mounted_config_digest
+
+        # Rendered configs are part of the spec: a changed rule file recreates Prometheus.
+        digest = hashlib.sha256(
+            (image_id + mounted_config_digest(svc, self.stack.rendered_dir)).encode())
+        mounts = []
+        for m in svc.mounts:
+            if m.kind == "volume":
+                mounts.append(Mount(m.target, self.stack.volume_name(m.source), type="volume",
+                                    read_only=m.read_only))
+                continue
+            source = (self.stack.rendered_dir / m.source) if m.kind == "config" else Path(
+                m.source)
+            mounts.append(Mount(m.target, str(source.resolve()), type="bind",
+                                read_only=m.read_only))
+        owner = svc.user if svc.user and svc.user.replace(":", "").isdigit() else None
+        files = [(s.target, s.source.read_bytes(), owner) for s in svc.secrets]
+        for target, data, _ in files:
+            digest.update(target.encode() + hashlib.sha256(data).digest())
+        config_hash = svc.spec_hash(extra=digest.hexdigest())
+        labels = {**self.stack.labels(svc.name, number), LABEL_CONFIG_HASH: config_hash}
+        create: dict[str, Any] = {
+            "image": image_id,
+            "name": self.stack.container_name(svc.name, number),
+            "hostname": svc.name if svc.replicas == 1 else f"{svc.name}-{number}",
+            "command": list(svc.command) or None,
+            "environment": dict(svc.environment),
+            "ports": {f"{p.container}/tcp": (p.host_ip, p.host)
+                      for p in svc.ports if p.host is not None},
+            "mounts": mounts,
+            "mem_limit": svc.memory,
+            "restart_policy": {"Name": svc.restart},
+            "init": True,  # reaps zombies and forwards signals for every image alike
+            "labels": labels,
+            "log_config": LogConfig(type=LOG_DRIVER, config=dict(LOG_OPTIONS)),
+        }
+        if svc.entrypoint is not None:
+            create["entrypoint"] = list(svc.entrypoint)
+        if svc.user:
+            create["user"] = svc.user
+        if svc.healthcheck:
+            hc, ns = svc.healthcheck, 1_000_000_000
+            create["healthcheck"] = {
+                "test": list(hc.test), "interval": int(hc.interval_s * ns),
+                "timeout": int(hc.timeout_s * ns), "retries": hc.retries,
+                "start_period": int(hc.start_period_s * ns)}
+        return ContainerSpec(svc, number, create, files, config_hash)
+
+    def _ensure_container(self, spec: ContainerSpec, existing, created: _Created) -> None:
+        svc = spec.service
+        if existing is not None and existing.labels.get(LABEL_CONFIG_HASH) == spec.config_hash:
+            state = existing.attrs["State"]
+            if svc.one_shot and state["Status"] == "exited" and state.get("ExitCode") == 0:
+                return  # done, and nothing about it changed
+            if state["Status"] != "running":
+                self.echo(f"starting {existing.name}")
+                self._start(existing, svc)
+            return
+        if existing is not None:
+            self.echo(f"recreating {existing.name} (its configuration changed)")
+            _remove(existing)
+        else:
+            self.echo(f"creating {spec.create['name']}")
+        container = self._create(spec)
+        created.containers.append(container)
+        self._start(container, svc)
+
+    def _create(self, spec: ContainerSpec):
+        from docker.errors import APIError
+
+        network = self.stack.network
+        try:
+            # The service name as alias: peers find it by name, as under compose.
+            endpoint = self.client.api.create_endpoint_config(aliases=[spec.service.name])
+            container = self.client.containers.create(
+                network=network, networking_config={network: endpoint}, **spec.create)
+            if spec.files:  # copied, not bind-mounted: readable by the service's own user
+                container.put_archive("/", _tar(spec.files))
+        except APIError as exc:
+            raise TradelabError(f"cannot create container for service {spec.service.name}: "
+                                f"{_explain(exc)}") from None
+        return container
+
+    def _start(self, container, svc: Service) -> None:
+        from docker.errors import APIError
+
+        try:
+            container.start()
+        except APIError as exc:
+            text = _explain(exc)
+            if "port is already allocated" in text or "address already in use" in text:
+                ports = [p.host for p in svc.ports if p.host is not None]
+                port = next((p for p in ports if str(p) in text), ports[0] if ports else 0)
+                raise TradelabError(self._port_taken(port)) from None
+            raise TradelabError(f"cannot start service {svc.name}: {text}") from None
+        container.reload()
+
+    def wait_for(self, name: str, condition: str, deadline: float, timeout: float) -> None:
+        """Until `condition` holds for every replica; a failure names its last log lines."""
+        last: tuple | None = None
+        while True:
+            containers = self.containers(name)
+            if not containers:
+                raise TradelabError(f"service {name} has no container: run `tradelab up`")
+            states = [_state(c) for c in containers]
+            if all(_meets(s, condition) for s in states):
+                self.echo(f"{name}: {_describe(states[0], condition)}")
+                return
+            for c, s in zip(containers, states, strict=True):
+                if s["Status"] in ("exited", "dead") and not _meets(s, condition):
+                    what = "failed" if condition == "service_completed_successfully" else \
+                        "stopped"
+                    raise TradelabError(f"{name} {what} (exit {s.get('ExitCode')}); "
+                                        f"its last log lines:\n{_tail(c)}")
+            now = tuple(_describe(s, condition) for s in states)
+            if now != last:
+                self.echo(f"{name}: waiting ({now[0]})")
+                last = now
+            if time.monotonic() > deadline:
+                raise TradelabError(
+                    f"{name} did not become {_goal(condition)} within {timeout:g}s "
+                    f"(a slow machine: raise --timeout); its last log lines:\n"
+                    f"{_tail(containers[0])}")
+            time.sleep(POLL_S)
+
+    def _undo(self, created: _Created) -> None:
+        if not (created.containers or created.network or created.volumes):
+            return
+        self.echo("up failed: removing what it created (existing data volumes are kept)")
+        for container in reversed(created.containers):
+            _quietly(lambda c=container: _remove(c))
+        for name in created.volumes:
+            _quietly(lambda n=name: self.client.volumes.get(n).remove(force=True))
+        if created.network:
+            _quietly(lambda: self.client.networks.get(created.network).remove())
+
+    # -- down, status, logs, runtime faults ------------------------------------------------
+
+    def down(self, volumes: bool = False) -> None:
+        """Remove every container and the network; the data volumes too with `volumes`."""
+        for container in self.containers():
+            self.echo(f"removing {container.name}")
+            _remove(container)
+        for net in self.client.networks.list(filters=self._filters()):
+            net.remove()
+        if volumes:
+            for vol in self.client.volumes.list(filters=self._filters()):
+                self.echo(f"removing volume {vol.name}")
+                vol.remove(force=True)
+
+    def status(self) -> list[ServiceStatus]:
+        found: dict[str, list] = {}
+        for c in self.containers():
+            found.setdefault(c.labels.get(LABEL_SERVICE, ""), []).append(c)
+        out = []
+        for name in self.stack.services:
+            url = self.stack.url(name)
+            containers = found.get(name)
+            if not containers:
+                out.append(ServiceStatus(name, "missing", "n/a", url))
+                continue
+            state = _state(containers[0])
+            health = (state.get("Health") or {}).get("Status") or "none"
+            detail = f"exit {state.get('ExitCode')}" if state["Status"] == "exited" else ""
+            if len(containers) > 1:
+                running = sum(_state(c)["Status"] == "running" for c in containers)
+                detail = f"{running}/{len(containers)} running"
+            out.append(ServiceStatus(name, state["Status"], health, url, detail))
+        return out
+
+    def is_up(self) -> bool:
+        return bool(self.containers())
+
+    def logs(self, service: str, follow: bool = False, tail: int | None = 100) -> None:
+        container = self._require(service)
+        kwargs: dict[str, Any] = {"tail": tail if tail is not None else "all"}
+        if follow:
+            for chunk in container.logs(stream=True, follow=True, **kwargs):
+                sys.stdout.write(chunk.decode(errors="replace"))
+                sys.stdout.flush()
+        else:
+            sys.stdout.write(container.logs(**kwargs).decode(errors="replace"))
+            sys.stdout.flush()
+
+    def stop_service(self, service: str) -> None:
+        self._require(service).stop(timeout=STOP_TIMEOUT_S)
+
+    def start_service(self, service: str) -> None:
+        container = self._require(service)
+        if container.status != "running":
+            self._start(container, self._service(service))
+
+    def kill_service(self, service: str) -> None:
+        """SIGKILL, as a crash: Docker does not restart a killed container by itself."""
+        from docker.errors import APIError
+
+        try:
+            self._require(service).kill("SIGKILL")
+        except APIError as exc:
+            raise TradelabError(f"cannot kill {service}: {_explain(exc)}") from None
+
+    def _require(self, service: str):
+        self._service(service)
+        found = self.containers(service)
+        if not found:
+            raise TradelabError(f"{service} has no container in lab {self.stack.project}: "
+                                "start it with `tradelab up`")
+        return found[0]
+
+    # -- doctor ------------------------------------------------------------------------------
+
+    def doctor(self, names: list[str] | None = None) -> list[dict[str, Any]]:
+        """Checks a person can act on: engine reachable, ports free, memory, images present.
+
+        Each check is {"check", "ok", "detail"}; ok is None for "fine, but will take time"
+        (an image `up` still has to pull or build).
+        """
+        try:
+            client = self.client
+        except TradelabError as exc:
+            return [{"check": "docker", "ok": False, "detail": str(exc)}]
+        names = names or list(self.stack.services)
+        version = client.version()
+        checks = [{"check": "docker", "ok": True,
+                   "detail": f"engine {version.get('Version')} (API {version.get('ApiVersion')})"}]
+        ours = {c.labels.get(LABEL_SERVICE) for c in self.containers() if c.status == "running"}
+        for name in names:
+            for p in self.stack.services[name].ports:
+                if p.host is None:
+                    continue
+                free = name in ours or _port_free(p.host_ip, p.host)
+                key = self.port_setting(p.host)
+                checks.append({"check": f"port {p.host}", "ok": free, "detail":
+                               f"{key} for {name}" + (" (this lab)" if name in ours else "")
+                               if free else self._port_taken(p.host)})
+        total = client.info().get("MemTotal", 0)
+        need = sum(docker_image.memory_bytes(self.stack.services[n].memory)
+                   * self.stack.services[n].replicas for n in names)
+        checks.append({"check": "memory", "ok": total >= need,
+                       "detail": f"engine has {total / 2**30:.1f} GiB; the lab's memory limits "
+                                 f"add up to {need / 2**30:.1f} GiB (set memory.SERVICE)"})
+        for name in names:
+            svc = self.stack.services[name]
+            present = docker_image.image_present(client, svc.image)
+            if svc.app:
+                detail = "present" if present else "built by `tradelab up`"
+            else:
+                detail = "present" if present else (
+                    f"missing: `tradelab up` pulls it (mirror: set images.{self.image_key(svc)})")
+            checks.append({"check": f"image {svc.image}", "ok": True if present else None,
+                           "detail": f"{name}: {detail}"})
+        return checks
+
+
+# -- container states ---------------------------------------------------------------------
+
+
+def _condition(svc: Service) -> str:
+    if svc.one_shot:
+        return "service_completed_successfully"
+    return "service_healthy" if svc.healthcheck else "service_started"
+
+
+def _state(container) -> dict[str, Any]:
+    container.reload()
+    return container.attrs["State"]
+
+
+def _meets(state: dict[str, Any], condition: str) -> bool:
+    if condition == "service_completed_successfully":
+        return state["Status"] == "exited" and state.get("ExitCode") == 0
+    if state["Status"] != "running":
+        return False
+    health = (state.get("Health") or {}).get("Status")
+    return condition == "service_started" or health in (None, "healthy")
+
+
+def _describe(state: dict[str, Any], condition: str) -> str:
+    if condition == "service_completed_successfully" and state["Status"] == "exited":
+        return "done" if state.get("ExitCode") == 0 else f"exit {state.get('ExitCode')}"
+    return (state.get("Health") or {}).get("Status") or state["Status"]
+
+
+def _goal(condition: str) -> str:
+    return {"service_completed_successfully": "done", "service_healthy": "healthy"}.get(
+        condition, "running")
+
+
+def _tail(container, lines: int = 20) -> str:
+    try:
+        text = container.logs(tail=lines).decode(errors="replace").rstrip()
+    except Exception:  # noqa: BLE001 - best effort while reporting another error
+        text = ""
+    return text or "(no output)"
+
+
+# -- small helpers ------------------------------------------------------------------------
+
+
+def _port_free(address: str, port: int) -> bool:
+    """True when nothing listens on address:port (the address Docker would publish on)."""
+    if address in ("", "0.0.0.0", "::"):
+        address = "0.0.0.0"
+    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+def _tar(files: list[tuple[str, bytes, str | None]]) -> bytes:
+    """A tar of `files` for put_archive: 0400 for a known numeric owner, else 0444."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        parents = sorted({p for target, _, _ in files
+                          for p in Path(target.lstrip("/")).parents if str(p) != "."})
+        for d in parents:
+            info = tarfile.TarInfo(str(d))
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for target, data, owner in files:
+            info = tarfile.TarInfo(target.lstrip("/"))
+            info.size, info.mode = len(data), 0o444
+            if owner:
+                uid, _, gid = owner.partition(":")
+                info.uid, info.gid, info.mode = int(uid), int(gid or uid), 0o400
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _explain(exc: Exception) -> str:
+    text = str(getattr(exc, "explanation", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _remove(container) -> None:
+    from docker.errors import NotFound
+
+    try:
+        container.remove(force=True)
+    except NotFound:
+        pass
+
+
+def _quietly(action: Callable[[], Any]) -> None:
+    """Cleanup that must not hide the error being reported."""
+    try:
+        action()
+    except Exception:  # noqa: BLE001
+        pass

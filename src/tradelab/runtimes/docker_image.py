@@ -1,0 +1,194 @@
+"""Images for the Docker runtime: pull what is missing, build the app image from the package.
+
+    image_id = ensure_image(client, "postgres:16.6-bookworm", "postgres", echo)
+    app_id = ensure_app_image(client, "tradelab:0.1.0", "python:3.12-slim-bookworm",
+                              build=True, echo=echo)
+
+The app image is built from the *installed* package, not from a source checkout: the
+package directory (wherever Python imports `tradelab` from: site-packages after a wheel
+install, src/ in an editable checkout) is copied into a temporary build context with a
+minimal pyproject.toml made from the distribution's metadata, next to the Dockerfile
+shipped as package data. Both kinds of install therefore build the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from tradelab.errors import TradelabError
+
+# Run by other processes than the app containers (local runtime, load generator):
+# leaving them out keeps the image small and its build quick.
+IMAGE_EXCLUDED_DEPS = {"pgserver", "locust", "supervisor"}
+LABEL_CONTEXT_HASH = "org.tradelab.context-hash"
+_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30}
+
+
+def image_present(client, ref: str) -> bool:
+    from docker.errors import ImageNotFound
+
+    try:
+        client.images.get(ref)
+        return True
+    except ImageNotFound:
+        return False
+
+
+def ensure_image(client, ref: str, key: str, echo: Callable[[str], None]) -> str:
+    """The id of image `ref`, pulled (with progress) when missing."""
+    from docker.errors import DockerException, ImageNotFound
+
+    try:
+        return client.images.get(ref).id
+    except ImageNotFound:
+        pass
+    echo(f"pulling {ref}")
+    repo, tag = _split_ref(ref)
+    shown: dict[str, str] = {}
+    try:
+        for event in client.api.pull(repo, tag=tag, stream=True, decode=True):
+            if "error" in event:
+                raise TradelabError(_pull_error(ref, key, event["error"]))
+            layer, status = event.get("id"), event.get("status", "")
+            # One line per layer and phase, not one per progress tick.
+            if layer and status not in ("", "Downloading", "Extracting") \
+                    and shown.get(layer) != status:
+                shown[layer] = status
+                echo(f"  {ref} {layer}: {status}")
+        return client.images.get(ref).id
+    except DockerException as exc:
+        raise TradelabError(_pull_error(ref, key, _first_line(exc))) from None
+
+
+def ensure_app_image(client, ref: str, base_image: str, build: bool,
+                     echo: Callable[[str], None]) -> str:
+    """The id of the app image `ref`; built from the installed package when asked or missing.
+
+    With the build cache a rebuild of unchanged code takes seconds and yields the same
+    image id, so containers are only recreated when the code really changed.
+    """
+    if not build and image_present(client, ref):
+        return client.images.get(ref).id
+    with tempfile.TemporaryDirectory(prefix="tradelab-build-") as tmp:
+        context_hash = write_build_context(Path(tmp))
+        try:
+            current = client.images.get(ref)
+            if (current.labels or {}).get(LABEL_CONTEXT_HASH) == _hash_with(context_hash,
+                                                                              base_image):
+                return current.id
+        except Exception:  # noqa: BLE001 - missing: build it
+            pass
+        echo(f"building {ref} on {base_image}")
+        return _build(client, Path(tmp), ref, base_image,
+                      _hash_with(context_hash, base_image), echo)
+
+
+def _build(client, context: Path, ref: str, base_image: str, context_hash: str,
+           echo: Callable[[str], None]) -> str:
+    from docker.errors import DockerException
+
+    last: list[str] = []
+    try:
+        stream = client.api.build(
+            path=str(context), tag=ref, buildargs={"BASE_IMAGE": base_image}, rm=True,
+            forcerm=True, decode=True, labels={LABEL_CONTEXT_HASH: context_hash})
+        for event in stream:
+            if "error" in event:
+                raise TradelabError(_build_error(ref, base_image, event["error"], last))
+            text = (event.get("stream") or "").rstrip()
+            if text:
+                last = (last + text.splitlines())[-15:]
+                if text.startswith("Step "):
+                    echo(f"  {text}")
+    except DockerException as exc:
+        raise TradelabError(_build_error(ref, base_image, _first_line(exc), last)) from None
+    return client.images.get(ref).id
+
+
+def write_build_context(dest: Path) -> str:
+    """Write Dockerfile, requirements.txt and pkg/ into `dest`; return a hash of them."""
+    import tradelab
+
+    dist = importlib.metadata.distribution("tradelab")
+    pkg_dir = Path(tradelab.__file__).resolve().parent
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(pkg_dir / "Dockerfile", dest / "Dockerfile")
+    deps = [r for r in (dist.requires or []) if "extra ==" not in r]
+    # setuptools + wheel so the package installs with --no-build-isolation (no second fetch).
+    reqs = ["setuptools>=68", "wheel"] + [r for r in deps if _dist_name(r) not in
+                                           IMAGE_EXCLUDED_DEPS]
+    (dest / "requirements.txt").write_text("\n".join(reqs) + "\n")
+    shutil.copytree(pkg_dir, dest / "pkg" / "tradelab",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+    scripts = {ep.name: ep.value for ep in dist.entry_points if ep.group == "console_scripts"}
+    (dest / "pkg" / "pyproject.toml").write_text(_pyproject(dist.version, deps, scripts))
+    digest = hashlib.sha256()
+    for path in sorted(p for p in dest.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(dest)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def memory_bytes(text: str) -> int:
+    """'512m' -> 536870912 (the units Docker accepts for memory limits)."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([bkmg]?)b?", str(text).strip().lower())
+    if not match:
+        raise TradelabError(f"invalid memory limit {text!r}: use e.g. 256m or 1g")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def _pyproject(version: str, deps: list[str], scripts: dict[str, str]) -> str:
+    def toml_list(items: list[str]) -> str:
+        return "[" + ", ".join(f'"{i}"' for i in items) + "]"
+
+    return "\n".join([
+        "[build-system]", 'requires = ["setuptools>=68"]',
+        'build-backend = "setuptools.build_meta"', "",
+        "[project]", 'name = "tradelab"', f'version = "{version}"',
+        'requires-python = ">=3.11"', f"dependencies = {toml_list(deps)}", "",
+        "[project.scripts]", *(f'{k} = "{v}"' for k, v in sorted(scripts.items())), "",
+        "[tool.setuptools.packages.find]", 'where = ["."]', 'include = ["tradelab*"]', "",
+        "[tool.setuptools.package-data]", 'tradelab = ["**/*"]', "",
+    ])
+
+
+def _dist_name(requirement: str) -> str:
+    return re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0].lower()
+
+
+def _hash_with(context_hash: str, base_image: str) -> str:
+    return hashlib.sha256(f"{context_hash}:{base_image}".encode()).hexdigest()[:16]
+
+
+def _split_ref(ref: str) -> tuple[str, str]:
+    if "@" in ref:
+        return ref, None  # type: ignore[return-value]
+    repo, _, tag = ref.rpartition(":")
+    if not repo or "/" in tag:
+        return ref, "latest"
+    return repo, tag
+
+
+def _pull_error(ref: str, key: str, reason: str) -> str:
+    return (f"cannot pull image {ref}: {reason.strip().splitlines()[0] if reason.strip() else ''}; "
+            f"set images.{key} in tradelab.yaml to a mirror or a local image")
+
+
+def _build_error(ref: str, base_image: str, reason: str, last: list[str]) -> str:
+    if "pull access denied" in reason or "manifest unknown" in reason or \
+            "not found" in reason and base_image.split(":")[0] in reason:
+        return (f"cannot build {ref}: base image {base_image} cannot be pulled ({reason.strip()}); "
+                "set build.base_image in tradelab.yaml to a mirror or a local image")
+    tail = "\n".join(last[-10:])
+    more = f"; last build output:\n{tail}" if tail else ""
+    return f"cannot build {ref}: {reason.strip()}{more}"
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(getattr(exc, "explanation", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
