@@ -100,9 +100,10 @@ class LocalRuntime:
         self._stop_all()
         if volumes:
             remove_postgres_data(self.lab)
-            for sub in ("prometheus", "alertmanager"):
-                shutil.rmtree(self.lab.data_dir / sub, ignore_errors=True)
-            self.echo("removed the lab's data (database, metrics)")
+            for path in self.plan.directories:
+                if path.is_relative_to(self.lab.data_dir):  # Prometheus TSDB, Alertmanager
+                    shutil.rmtree(path, ignore_errors=True)
+            self.echo(f"removed the lab's data in {self.lab.data_dir}")
 
     def is_up(self) -> bool:
         return self.supervisor.running()
@@ -267,12 +268,14 @@ class LocalRuntime:
     def _stop_all(self, quiet: bool = False) -> None:
         """supervisord stops its programs; then nothing of its session may remain."""
         session = self.supervisor.recorded_pid()
+        ours = self.supervisor.pid() is not None
         self.supervisor.shutdown()
-        if session is None:
-            return
-        deadline = time.monotonic() + 30
-        while (left := session_processes(session)) and time.monotonic() < deadline:
+        if session is None or (not ours and _alive(session)):
+            return  # never ran, or the recorded pid now belongs to someone else
+        deadline = time.monotonic() + (30 if ours else 0)
+        while session_processes(session) and time.monotonic() < deadline:
             time.sleep(0.2)
+        # Left behind only when supervisord itself was killed: its programs are orphans.
         for pid in session_processes(session):
             if not quiet:
                 self.echo(f"process {pid} outlived supervisord: killing it")
@@ -280,7 +283,11 @@ class LocalRuntime:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        del left
+        self.supervisor.pid_file.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}")
 
 
 _STATES = {"RUNNING": "running", "STARTING": "starting", "BACKOFF": "starting",
@@ -312,14 +319,13 @@ def tail_lines(path: Path, n: int | None) -> list[str]:
         if n is None:
             return f.read().decode(errors="replace").splitlines(keepends=True)
         f.seek(0, os.SEEK_END)
-        end = size = f.tell()
+        end = f.tell()
         data = b""
         while end > 0 and data.count(b"\n") <= n:
             step = min(65536, end)
             end -= step
             f.seek(end)
             data = f.read(step) + data
-        del size
     lines = data.decode(errors="replace").splitlines(keepends=True)
     return lines[-n:] if n else []
 

@@ -1,0 +1,264 @@
+"""The local runtime end to end: real supervisord, PostgreSQL, gunicorn, engine, Prometheus.
+
+One lab for the module (a cold `up` is the expensive part), under pytest's temp dir,
+which is mode 0700 as root: the same situation as a lab under /root, so the cluster's
+data ends up outside the lab (see tradelab.runtimes.local_postgres). The tests run in
+file order and share that lab; the fixture always brings it down, data included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from conftest import free_port
+
+from tradelab.errors import TradelabError
+from tradelab.lab import Lab
+from tradelab.runtimes.local import LocalRuntime, session_processes
+from tradelab.runtimes.local_postgres import postgres_data_dir
+from tradelab.settings import load_settings
+
+pytestmark = pytest.mark.slow
+
+PORT_KEYS = ("api", "engine", "postgres", "prometheus", "alertmanager", "locust")
+
+
+class LocalLab:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.lab = Lab(root)
+        self.settings = load_settings(self.lab, env={})
+        self.messages: list[str] = []
+        self.timings: dict[str, float] = {}
+
+    def runtime(self) -> LocalRuntime:
+        return LocalRuntime(self.settings, self.lab, echo=self.messages.append)
+
+    def up(self, label: str) -> list:
+        self.messages.clear()
+        started = time.monotonic()
+        statuses = self.runtime().up(timeout=180)
+        self.timings[label] = time.monotonic() - started
+        return statuses
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.settings.ports.api}"
+
+    def pid(self, service: str) -> int:
+        return self.runtime().supervisor.process_info()[service]["pid"]
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRADELAB_")}
+        env["TRADELAB_HOME"] = str(self.root)
+        return subprocess.run([sys.executable, "-m", "tradelab", *args], env=env,
+                              capture_output=True, text=True, timeout=120)
+
+
+def write_ports(root: Path) -> dict[str, int]:
+    ports = {key: free_port() for key in PORT_KEYS}
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "tradelab.yaml").write_text(yaml.safe_dump({"ports": ports}))
+    return ports
+
+
+@pytest.fixture(scope="module")
+def local_lab(tmp_path_factory):
+    root = tmp_path_factory.mktemp("local") / "lab"
+    write_ports(root)
+    lab = LocalLab(root)
+    try:
+        lab.up("cold")
+        yield lab
+    finally:
+        lab.runtime().down(volumes=True)
+        for label, seconds in lab.timings.items():
+            print(f"\n[local runtime] {label} `up` to all healthy: {seconds:.1f}s")
+
+
+def wait_for(predicate, timeout: float = 60, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def ready(url: str) -> bool:
+    try:
+        return requests.get(url + "/readyz", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def post_trade(api: str) -> dict:
+    body = {"client_order_id": f"t-{uuid.uuid4().hex[:16]}", "symbol": "AAPL",
+            "side": "BUY", "quantity": 10}
+    r = requests.post(api + "/trades", json=body, timeout=10)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def settled(api: str, trade_id: int, statuses=("FILLED", "REJECTED", "FAILED")):
+    r = requests.get(f"{api}/trades/{trade_id}", timeout=5)
+    return r.json() if r.status_code == 200 and r.json()["status"] in statuses else None
+
+
+def lab_processes(lab: LocalLab) -> list[str]:
+    """Command lines of live processes that mention the lab or its database directory."""
+    marks = (str(lab.root), str(postgres_data_dir(lab.lab)))
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if any(mark in cmdline for mark in marks):
+            found.append(f"{entry}: {cmdline}")
+    return found
+
+
+def test_up_brings_every_service_healthy(local_lab):
+    by_name = {s.name: s for s in local_lab.runtime().status()}
+    for name in ("postgres", "api", "engine", "prometheus", "alertmanager"):
+        assert (by_name[name].state, by_name[name].health) == ("running", "healthy"), name
+    assert (by_name["migrate"].state, by_name["migrate"].detail) == ("exited", "exit 0")
+    for name in ("grafana", "loki", "promtail"):
+        assert by_name[name].state == "unavailable"
+        assert by_name[name].detail == "not available in the local runtime"
+    assert by_name["api"].url == local_lab.api
+    assert local_lab.runtime().is_up()
+    # As root the cluster cannot live under a 0700 directory: it is kept outside, linked.
+    if os.geteuid() == 0:
+        assert (local_lab.root / "data" / "postgres").is_symlink()
+    assert (local_lab.root / "state" / "logs" / "api.log").stat().st_size > 0
+
+
+def test_second_up_is_a_noop(local_lab):
+    before = {name: local_lab.pid(name) for name in ("postgres", "api", "engine")}
+    local_lab.up("second (no-op)")
+    assert any("already up" in m for m in local_lab.messages), local_lab.messages
+    assert {name: local_lab.pid(name) for name in before} == before
+
+
+def test_orders_flow_then_chaos_failures_are_investigated(local_lab):
+    api = local_lab.api
+    trade = post_trade(api)
+    done = wait_for(lambda: settled(api, trade["id"], ("FILLED", "REJECTED")), 30,
+                    "the engine to execute the trade")
+    assert done["status"] in ("FILLED", "REJECTED")
+    local_lab.first_trade = done
+
+    on = local_lab.cli("chaos", "on", "exchange-errors", "--rate", "1.0")
+    assert on.returncode == 0, on.stderr
+    try:
+        time.sleep(2.5)  # services re-read chaos.json within about 2 s
+        failed = post_trade(api)
+        wait_for(lambda: settled(api, failed["id"], ("FAILED",)), 30, "a FAILED trade")
+        result = local_lab.cli("investigate-failures", "--json", "--since", "10m")
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        ids = {f["id"] for f in report["failures"]}
+        assert failed["id"] in ids
+        assert all(f["status"] == "FAILED" and f["failure_reason"] for f in report["failures"])
+    finally:
+        local_lab.cli("chaos", "off")
+
+
+def test_killed_api_and_engine_come_back(local_lab):
+    runtime = local_lab.runtime()
+    api_pid = local_lab.pid("api")
+    runtime.kill_service("api")
+    with pytest.raises(requests.RequestException):
+        requests.get(local_lab.api + "/healthz", timeout=2)
+    wait_for(lambda: local_lab.pid("api") not in (0, api_pid) and ready(local_lab.api), 60,
+             "the api to be restarted by supervisord")
+
+    engine_pid = local_lab.pid("engine")
+    result = local_lab.cli("chaos", "on", "kill-engine")  # the same, through chaos
+    assert result.returncode == 0, result.stderr
+    wait_for(lambda: local_lab.pid("engine") not in (0, engine_pid), 60, "a new engine")
+    local_lab.cli("chaos", "off")
+
+    def both_healthy():
+        by_name = {s.name: s for s in runtime.status()}
+        return all(by_name[n].health == "healthy" for n in ("api", "engine")) and by_name
+
+    by_name = wait_for(both_healthy, 60, "api and engine healthy")
+    assert by_name["engine"].state == "running"
+
+
+def test_db_outage_through_the_supervisor(local_lab):
+    runtime = local_lab.runtime()
+    runtime.stop_service("postgres")
+    try:
+        wait_for(lambda: requests.get(local_lab.api + "/readyz", timeout=5).status_code == 503,
+                 30, "the api to report the database gone")
+    finally:
+        runtime.start_service("postgres")
+    wait_for(lambda: ready(local_lab.api), 60, "the api to recover")
+
+
+def test_port_taken_is_one_clear_line(tmp_path, local_lab):
+    ports = write_ports(tmp_path / "other")
+    other = LocalLab(tmp_path / "other")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", ports["api"]))
+        busy.listen()
+        with pytest.raises(TradelabError) as err:
+            other.runtime().up(timeout=30)
+    assert str(err.value) == (f"port {ports['api']} (ports.api) is already in use: "
+                              "free it or set ports.api in tradelab.yaml")
+    assert not other.runtime().is_up()
+
+
+def test_down_leaves_no_process_and_data_survives(local_lab):
+    runtime = local_lab.runtime()
+    session = runtime.supervisor.recorded_pid()
+    assert lab_processes(local_lab)  # the check below can see the lab's processes
+    runtime.down()
+    assert lab_processes(local_lab) == []
+    assert session_processes(session) == []
+    assert not runtime.is_up()
+    assert {s.state for s in runtime.status() if s.name == "api"} == {"missing"}
+
+    local_lab.up("warm")
+    trade = local_lab.first_trade
+    again = requests.get(f"{local_lab.api}/trades/{trade['id']}", timeout=5)
+    assert again.status_code == 200
+    assert again.json()["client_order_id"] == trade["client_order_id"]
+    assert again.json()["status"] == trade["status"]
+
+
+def test_lab_under_private_dir_keeps_cluster_outside(tmp_path):
+    """A root-only parent (like /root) is not traversable by `postgres`: data moves out."""
+    if os.geteuid() != 0:
+        pytest.skip("only root runs the server as another user")
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    lab = Lab(private / "lab")
+    real = postgres_data_dir(lab)
+    link = lab.data_dir / "postgres"
+    try:
+        assert link.is_symlink() and Path(os.readlink(link)) == real
+        assert not real.is_relative_to(private)
+        assert postgres_data_dir(lab) == real  # recorded: the same place next time
+    finally:
+        from tradelab.runtimes.local_postgres import remove_postgres_data
+
+        remove_postgres_data(lab)
+        assert not real.parent.exists()
