@@ -33,6 +33,9 @@ def render_cli(
 
     lab = lab_from(ctx)
     settings = settings_from(ctx)
+    if runtime is RenderRuntime.docker:  # the compose file names the lab's secret files
+        lab.ensure()
+        lab.ensure_secrets()
     written = render(settings, lab, out=out, runtime=runtime.value)
     folder = out if out is not None else lab.rendered_dir
     typer.echo(f"rendered {len(written)} files into {folder}")

@@ -1,0 +1,203 @@
+"""Rendering without Docker: schema-valid compose, promtool-valid Prometheus, safe defaults."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jinja2
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from tradelab.cli.main import app
+from tradelab.errors import TradelabError
+from tradelab.lab import SECRET_NAMES, Lab
+from tradelab.render import environment, render, render_text
+from tradelab.settings import load_settings
+from tradelab.stack import build_stack
+
+
+@pytest.fixture
+def lab(tmp_path) -> Lab:
+    return Lab(tmp_path / "lab")
+
+
+def rendered(lab, out, runtime="docker", env=None, **flags) -> Path:
+    render(load_settings(lab, flags=flags, env=env or {}), lab, out=out, runtime=runtime)
+    return out
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def compose(out: Path) -> dict:
+    return yaml.safe_load((out / "docker-compose.yml").read_text())
+
+
+def test_compose_file_passes_the_compose_spec_schema(lab, tmp_path):
+    out = rendered(lab, tmp_path / "out")
+    result = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
+         str(out / "docker-compose.yml")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_file_pictures_the_stack(lab, tmp_path):
+    out = rendered(lab, tmp_path / "out", project="lab2")
+    doc = compose(out)
+    stack = build_stack(load_settings(lab, flags={"project": "lab2"}, env={}), lab)
+    assert doc["name"] == "lab2"
+    assert set(doc["services"]) == set(stack.services)
+    assert set(doc["volumes"]) == set(stack.volumes)
+    assert doc["services"]["api"]["depends_on"] == {
+        "migrate": {"condition": "service_completed_successfully"}}
+    assert doc["services"]["api"]["command"] == list(stack.services["api"].command)
+    assert doc["secrets"]["app_db_password"]["file"] == str(lab.secret_path("app_db_password"))
+    # Every rendered config folder a service mounts exists in the output.
+    for svc in doc["services"].values():
+        for vol in svc.get("volumes", []):
+            if vol["source"].startswith("./"):
+                assert (out / vol["source"]).is_dir(), vol
+
+
+def test_prometheus_config_passes_promtool_in_both_runtimes(lab, tmp_path):
+    promtool = shutil.which("promtool")
+    if not promtool:
+        pytest.skip("promtool is not installed (Debian package prometheus)")
+    for runtime in ("docker", "local"):
+        out = rendered(lab, tmp_path / runtime, runtime=runtime)
+        config = str(out / "prometheus/prometheus.yml")
+        result = subprocess.run([promtool, "check", "config", config],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "rule files found" in result.stdout + result.stderr
+
+
+def test_local_render_targets_loopback_and_has_no_compose_file(lab, tmp_path):
+    out = rendered(lab, tmp_path / "out", runtime="local", env={"TRADELAB_PORTS__API": "18000"})
+    assert not (out / "docker-compose.yml").exists()
+    prom = yaml.safe_load((out / "prometheus/prometheus.yml").read_text())
+    targets = {c["job_name"]: c["static_configs"][0]["targets"][0] for c in prom["scrape_configs"]}
+    assert targets["api"] == "127.0.0.1:18000"
+    assert all(t.startswith("127.0.0.1:") for t in targets.values())
+    docker = rendered(lab, tmp_path / "docker")
+    prom = yaml.safe_load((docker / "prometheus/prometheus.yml").read_text())
+    assert {c["job_name"]: c["static_configs"][0]["targets"][0]
+            for c in prom["scrape_configs"]}["engine"] == "engine:9101"
+
+
+def test_published_ports_bind_loopback_unless_the_setting_says_otherwise(lab, tmp_path):
+    doc = compose(rendered(lab, tmp_path / "a"))
+    ports = [p for s in doc["services"].values() for p in s.get("ports", [])]
+    assert len(ports) >= 7
+    assert {p["host_ip"] for p in ports} == {"127.0.0.1"}
+    doc = compose(rendered(lab, tmp_path / "b", bind_address="0.0.0.0"))
+    assert {p["host_ip"] for s in doc["services"].values() for p in s.get("ports", [])} == {
+        "0.0.0.0"}
+
+
+def test_no_docker_socket_and_no_default_passwords_in_the_rendered_tree(lab, tmp_path):
+    values = [lab.secret(name) for name in SECRET_NAMES]  # a lab with its secrets made
+    for runtime in ("docker", "local"):
+        out = rendered(lab, tmp_path / runtime, runtime=runtime)
+        for rel, data in tree(out).items():
+            text = data.decode()
+            assert "docker.sock" not in text, rel
+            assert not any(v in text for v in values), f"a secret value is in {rel}"
+            for pattern in (r"(?i)admin[:/]admin", r"(?i)password:\s*(postgres|admin|secret)\b",
+                            r"POSTGRES_PASSWORD\s*[:=]", r"GF_SECURITY_ADMIN_PASSWORD\s*[:=]",
+                            r"postgres(ql)?://[^/\s]*:[^@/\s]+@"):
+                assert not re.search(pattern, text), (rel, pattern)
+    env = compose(tmp_path / "docker")["services"]["grafana"]["environment"]
+    assert env["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
+
+
+def test_image_overrides_reach_compose(lab, tmp_path):
+    lab.root.mkdir(parents=True)
+    lab.config_file.write_text("images:\n  grafana: mirror.example/grafana:11\n")
+    doc = compose(rendered(lab, tmp_path / "out",
+                           env={"TRADELAB_IMAGES__POSTGRES": "mirror.example/postgres:16"}))
+    assert doc["services"]["postgres"]["image"] == "mirror.example/postgres:16"
+    assert doc["services"]["grafana"]["image"] == "mirror.example/grafana:11"
+    assert doc["services"]["prometheus"]["image"].startswith("prom/prometheus:v")
+
+
+def test_rendering_is_deterministic(lab, tmp_path):
+    first = tree(rendered(lab, tmp_path / "a"))
+    second = tree(rendered(lab, tmp_path / "b"))
+    assert first == second
+    again = tree(rendered(lab, tmp_path / "a"))
+    assert again == first
+
+
+def test_stale_files_are_removed_and_foreign_files_kept(lab, tmp_path):
+    out = rendered(lab, tmp_path / "out")
+    assert (out / "promtail/promtail.yml").is_file()
+    (out / "notes.txt").write_text("mine")
+    rendered(lab, out, log_agent="alloy")
+    assert not (out / "promtail").exists()
+    assert (out / "alloy/config.alloy").is_file()
+    assert (out / "notes.txt").read_text() == "mine"
+    assert "promtail" not in compose(out)["services"]
+
+
+def test_default_output_is_the_labs_rendered_dir(lab):
+    render(load_settings(lab, env={}), lab)
+    assert (lab.rendered_dir / "docker-compose.yml").is_file()
+    assert (lab.rendered_dir / "grafana/provisioning/datasources/datasources.yml").is_file()
+
+
+def test_a_missing_value_is_a_one_line_error(lab):
+    env = environment(jinja2.DictLoader({
+        "broken.yml": "port: {{ settings.ports.nope }}\n",
+        "typo.yml": "x: {{ setings.project }}\n",
+    }))
+    context = {"settings": load_settings(lab, env={}), "stack": None, "lab": lab}
+    with pytest.raises(TradelabError) as err:
+        render_text(env, "broken.yml", context)
+    assert str(err.value) == "missing configuration value: nope in broken.yml"
+    with pytest.raises(TradelabError, match="^missing configuration value: setings in typo.yml$"):
+        render_text(env, "typo.yml", context)
+
+
+def test_json_templates_are_copied_verbatim(lab, tmp_path):
+    out = rendered(lab, tmp_path / "out")
+    source = Path(__file__).parents[1] / "src/tradelab/templates"
+    for path in source.rglob("*.json"):
+        rel = path.relative_to(source)
+        assert (out / rel).read_bytes() == path.read_bytes()
+
+
+def test_selected_stack_renders_only_its_services(lab, tmp_path):
+    settings = load_settings(lab, env={})
+    stack = build_stack(settings, lab)
+    small = stack.subset(stack.select(without=["grafana", "loki", "promtail"]))
+    render(settings, lab, out=tmp_path / "out", stack=small)
+    out = tmp_path / "out"
+    assert not (out / "grafana").exists() and not (out / "promtail").exists()
+    prom = yaml.safe_load((out / "prometheus/prometheus.yml").read_text())
+    jobs = {c["job_name"] for c in prom["scrape_configs"]}
+    assert {"api", "engine", "prometheus"} <= jobs and not jobs & {"grafana", "loki", "promtail"}
+
+
+def test_render_command(lab, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["--lab-dir", str(lab.root), "render", "--out",
+                                 str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "rendered" in result.output
+    secrets = compose(tmp_path / "out")["secrets"]
+    assert sorted(secrets) == sorted(SECRET_NAMES)
+    assert all(Path(s["file"]).is_file() for s in secrets.values())  # compose can start it
+    result = runner.invoke(app, ["--lab-dir", str(lab.root), "render", "--runtime", "local",
+                                 "--out", str(tmp_path / "local")])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "local/docker-compose.yml").exists()
+    result = runner.invoke(app, ["--lab-dir", str(lab.root), "render", "--runtime", "k8s"])
+    assert result.exit_code != 0
