@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import requests
-
 from conftest import free_port
 
 
@@ -72,7 +71,8 @@ class ApiServer:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # gunicorn: graceful stop of all workers
+            # SIGINT: gunicorn's quick shutdown (SIGTERM would wait for keep-alive clients).
+            self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:

@@ -26,6 +26,7 @@ CLIENT_ORDER_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 MAX_QUANTITY = 1_000_000
 MAX_LIMIT_PRICE = 1_000_000_000  # numeric(18, 4) holds far more; this keeps typos out
 PRICE_DECIMALS = 4
+MIN_LIMIT_PRICE = 0.0001  # the smallest positive price with 4 decimals
 
 
 def _at_most_4_decimals(value: float | None) -> float | None:
@@ -51,7 +52,7 @@ class OrderBase(_Strict):
     quantity: Annotated[int, Field(ge=1, le=MAX_QUANTITY, description="Whole units.")]
     limit_price: Annotated[
         float | None,
-        Field(gt=0, le=MAX_LIMIT_PRICE, allow_inf_nan=False,
+        Field(ge=MIN_LIMIT_PRICE, le=MAX_LIMIT_PRICE, allow_inf_nan=False,
               description="Optional positive limit, at most 4 decimal places."),
         AfterValidator(_at_most_4_decimals),
     ] = None
