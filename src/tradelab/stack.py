@@ -49,6 +49,7 @@ APP_USER = "10001:10001"  # the user the app Dockerfile creates
 SECRETS_DIR_IN_CONTAINER = "/run/secrets"
 STATE_DIR_IN_CONTAINER = "/var/lib/tradelab/state"
 LOCUST_DIR_IN_CONTAINER = "/mnt/locust"
+LOAD_DIR_IN_CONTAINER = "/var/lib/tradelab/load"  # order ledgers of load runs
 LOCUSTFILE = "trader.py"  # in tradelab/loadtest/, copied to <rendered>/locust/ by render
 DOCKER_LOG_DIR = "/var/lib/docker/containers"  # json-file logs the log agent tails
 DB_NAME = "tradelab"
@@ -535,7 +536,7 @@ class _Builder:
             entrypoint=None if self.docker else ("loki",),
             command=(f"-config.file={conf_dir}/loki.yml",),
             ports=(port,), mounts=(conf, data),
-            healthcheck=self._http_check(port, "/ready"),
+            healthcheck=None,  # the image may hold no shell or HTTP client: running = up
             metrics=Metrics("http"), **self._common("loki"),
         )
 
@@ -550,7 +551,7 @@ class _Builder:
             entrypoint=None if self.docker else ("promtail",),
             command=(f"-config.file={conf_dir}/promtail.yml",),
             ports=(port,), mounts=(conf, data, logs) if self.docker else (conf, data),
-            healthcheck=self._http_check(port, "/ready"),
+            healthcheck=None,  # Debian slim image: no wget or curl
             depends_on=(Dependency("loki", "service_started"),),
             metrics=Metrics("http"), **self._common("promtail"),
         )
@@ -567,23 +568,33 @@ class _Builder:
                      f"--server.http.listen-addr={self._listen(port)}",
                      f"--storage.path={data_dir}"),
             ports=(port,), mounts=(conf, data, logs) if self.docker else (conf, data),
-            healthcheck=self._http_check(port, "/-/ready"),
+            healthcheck=None,  # no wget or curl in the image
             depends_on=(Dependency("loki", "service_started"),),
             metrics=Metrics("http"), **self._common("alloy"),
         )
 
-    def _locustfile(self) -> tuple[tuple[Mount, ...], str]:
+    def _locustfile(self) -> tuple[tuple[Mount, ...], str, dict[str, str]]:
+        """Mounts, locustfile path and environment of a Locust process.
+
+        Order ledgers go to <lab>/state/load (read by `tradelab load` and game days); in
+        docker that folder must be writable by the image's user (the runtime sees to it).
+        """
+        ledgers = str(self.lab.state_dir / "load")
+        env = self._settings_env("symbols")
         if self.docker:
             mount, folder = self._config("locust", LOCUST_DIR_IN_CONTAINER)
-            return (mount,), f"{folder}/{LOCUSTFILE}"
+            env["TRADELAB_LOAD_LEDGER_DIR"] = LOAD_DIR_IN_CONTAINER
+            return ((mount, Mount("bind", ledgers, LOAD_DIR_IN_CONTAINER)),
+                    f"{folder}/{LOCUSTFILE}", env)
         from importlib import resources
 
-        return (), str(resources.files("tradelab") / "loadtest" / LOCUSTFILE)
+        env["TRADELAB_LOAD_LEDGER_DIR"] = ledgers
+        return (), str(resources.files("tradelab") / "loadtest" / LOCUSTFILE), env
 
     def locust_master(self) -> Service:
         web = self._port("web", 8089, self.s.ports.locust)
         master = self._port("master", 5557, None)
-        mounts, locustfile = self._locustfile()
+        mounts, locustfile, env = self._locustfile()
         api = f"http://{'api' if self.docker else '127.0.0.1'}:{self._port_of_api()}"
         return Service(
             name="locust-master", image=self.s.images["locust"],
@@ -592,7 +603,7 @@ class _Builder:
                      "--web-host", "0.0.0.0" if self.docker else web.host_ip,
                      "--web-port", str(web.container),
                      "--master-bind-port", str(master.container)),
-            ports=(web, master), mounts=mounts,
+            environment=env, ports=(web, master), mounts=mounts,
             healthcheck=self._http_check(web, "/", tool="python"),
             metrics=Metrics("web"), web_path="/", **self._common("locust-master"),
         )
@@ -601,14 +612,14 @@ class _Builder:
         return 8000 if self.docker else self.s.ports.api
 
     def locust_worker(self) -> Service:
-        mounts, locustfile = self._locustfile()
+        mounts, locustfile, env = self._locustfile()
         return Service(
             name="locust-worker", image=self.s.images["locust"],
             entrypoint=None if self.docker else ("locust",),
             command=("-f", locustfile, "--worker",
                      "--master-host", "locust-master" if self.docker else "127.0.0.1",
                      "--master-port", "5557"),
-            mounts=mounts, replicas=self.s.load_workers,
+            environment=env, mounts=mounts, replicas=self.s.load_workers,
             depends_on=(Dependency("locust-master", "service_started"),),
             **self._common("locust-worker"),
         )
