@@ -68,7 +68,8 @@ class LocalLab:
 def write_ports(root: Path) -> dict[str, int]:
     ports = {key: free_port() for key in PORT_KEYS}
     root.mkdir(parents=True, exist_ok=True)
-    (root / "tradelab.yaml").write_text(yaml.safe_dump({"ports": ports}))
+    # runtime: local, so that chaos and the CLI never look for this lab in Docker.
+    (root / "tradelab.yaml").write_text(yaml.safe_dump({"ports": ports, "runtime": "local"}))
     return ports
 
 
@@ -148,11 +149,29 @@ def test_up_brings_every_service_healthy(local_lab):
     assert (local_lab.root / "state" / "logs" / "api.log").stat().st_size > 0
 
 
-def test_second_up_is_a_noop(local_lab):
+def test_second_up_is_a_noop_and_the_cli_sees_the_lab(local_lab):
     before = {name: local_lab.pid(name) for name in ("postgres", "api", "engine")}
-    local_lab.up("second (no-op)")
-    assert any("already up" in m for m in local_lab.messages), local_lab.messages
+    started = time.monotonic()
+    result = local_lab.cli("up")
+    local_lab.timings["second (no-op)"] = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert "already up" in result.stderr
     assert {name: local_lab.pid(name) for name in before} == before
+
+    status = local_lab.cli("status", "--json")
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["runtime"] == "local"
+    states = {s["name"]: (s["state"], s["health"]) for s in report["services"]}
+    assert states["api"] == ("running", "healthy")
+    assert states["grafana"][0] == "unavailable"
+
+    logs = local_lab.cli("logs", "postgres", "--tail", "5")
+    assert logs.returncode == 0, logs.stderr
+    assert 0 < len(logs.stdout.splitlines()) <= 5
+    missing = local_lab.cli("logs", "grafana")
+    assert missing.returncode == 1
+    assert "not available in the local runtime" in missing.stderr
 
 
 def test_orders_flow_then_chaos_failures_are_investigated(local_lab):

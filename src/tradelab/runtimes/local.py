@@ -156,6 +156,42 @@ class LocalRuntime:
         if follow:
             _follow(path)
 
+    def doctor(self) -> list[dict]:
+        """Checks a person can act on: supervisor, PostgreSQL binaries, ports, binaries.
+
+        Each check is {"check", "ok", "detail"}; ok None is a note (e.g. Grafana here).
+        """
+        checks: list[dict] = []
+        try:
+            import supervisor  # noqa: F401
+
+            checks.append({"check": "supervisor", "ok": True, "detail": "supervisord importable"})
+        except ImportError:
+            checks.append({"check": "supervisor", "ok": False,
+                           "detail": "the `supervisor` package is missing: pip install supervisor"})
+        try:
+            plan = self.plan
+        except TradelabError as exc:  # no PostgreSQL binaries
+            return checks + [{"check": "postgresql", "ok": False, "detail": str(exc)}]
+        cluster = plan.cluster
+        checks.append({"check": "postgresql", "ok": True,
+                       "detail": f"server binaries in {cluster.bindir}; data in {cluster.data_dir}"
+                                 + (f" (runs as {cluster.user})" if cluster.user else "")})
+        running = {n for n, i in self.supervisor.process_info().items()
+                   if i["statename"] == "RUNNING"}
+        for name, spec in plan.by_name.items():
+            if spec.unavailable:
+                checks.append({"check": name, "ok": None, "detail": spec.unavailable})
+                continue
+            for port, key in spec.ports:
+                try:
+                    free = name in running or self._check_ports_of([(port, key)]) is None
+                    detail = f"{key} for {name}" + (" (this lab)" if name in running else "")
+                except TradelabError as exc:
+                    free, detail = False, str(exc)
+                checks.append({"check": f"port {port}", "ok": free, "detail": detail})
+        return checks
+
     # -- runtime faults ----------------------------------------------------------------
     def stop_service(self, service: str) -> None:
         self._rpc_on(service, lambda rpc: rpc.stopProcess(service, True))
@@ -200,16 +236,21 @@ class LocalRuntime:
 
     def _check_ports(self, names: list[str]) -> None:
         for name in names:
-            for port, key in self.plan.by_name[name].ports:
-                with socket.socket() as s:
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    try:
-                        s.bind((lp.HOST, port))
-                    except OSError:
-                        fix = (f"free it or set {key} in tradelab.yaml" if key.startswith("ports.")
-                               else "free it")
-                        raise TradelabError(
-                            f"port {port} ({key}) is already in use: {fix}") from None
+            self._check_ports_of(self.plan.by_name[name].ports)
+
+    @staticmethod
+    def _check_ports_of(ports: list[tuple[int, str]]) -> None:
+        """A one-line TradelabError naming the first port something else listens on."""
+        for port, key in ports:
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind((lp.HOST, port))
+                except OSError:
+                    fix = (f"free it or set {key} in tradelab.yaml" if key.startswith("ports.")
+                           else "free it")
+                    raise TradelabError(
+                        f"port {port} ({key}) is already in use: {fix}") from None
 
     def _prepare_files(self, wanted: list[str], running: bool = False) -> None:
         """Directories, rendered configs and (first time) the database cluster."""
