@@ -6,7 +6,7 @@
 
 Both take a database URL (or, for find_trade, an open psycopg connection) and
 read through a read-only connection. They return plain JSON-ready dicts:
-timestamps are ISO 8601 strings in UTC ("2024-05-01T12:00:00.123Z"), ids,
+timestamps are ISO 8601 strings in UTC ("2024-05-01T12:00:00.123456Z", as the API), ids,
 quantities and counts are integers, prices are JSON numbers (floats; the database
 keeps them exact as numeric(18,4), and four decimals print back exactly).
 
@@ -160,7 +160,7 @@ def _plain(value: Any) -> Any:
 def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class _explained:

@@ -113,7 +113,7 @@ def _detail(detail: Any) -> str:
     if not detail:
         return ""
     if isinstance(detail, dict):
-        return " ".join(f"{k}={v}" for k, v in detail.items())
+        return " ".join(f"{k}={v}" for k, v in detail.items() if v is not None)
     return json.dumps(detail)
 
 
