@@ -1,0 +1,450 @@
+"""The rendered alerting rules, proven with `promtool test rules` on synthetic but realistic series.
+
+    pytest tests/test_rules.py
+
+Each scenario is a small model of the lab (rates per second of the series the api
+and engine export) run for hours at the rendered scrape and evaluation interval
+(15s), with a fault switched on and off. promtool evaluates the REAL rendered rule
+files over it; the test asserts, through the `ALERTS` series, that the alert for
+the fault fires within the time documented in docs/runbooks.md, that a healthy lab
+fires nothing, and that the alert resolves after recovery. Also `promtool check
+rules`, `promtool check config` and `amtool check-config` on the rendered files.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tradelab.settings import Settings
+
+pytestmark = pytest.mark.skipif(shutil.which("promtool") is None,
+                                reason="promtool not on PATH (Debian package `prometheus`)")
+
+SETTINGS = Settings()
+THRESHOLD = SETTINGS.slo.latency_threshold_s
+ORDER_RATE = SETTINGS.engine.order_rate  # orders/s of the engine's background flow
+BASELINE_FAILURE = SETTINGS.engine.baseline_failure_rate
+API_RATE = 10.0  # POST /trades per second from a modest `tradelab load`
+JOBS = ("api", "engine", "prometheus", "alertmanager", "locust-master")
+
+
+def minutes(m: float) -> float:
+    return m * 60
+
+
+def hours(h: float) -> float:
+    return h * 3600
+
+
+# -- a model of the lab ---------------------------------------------------------------
+
+@dataclass
+class Lab:
+    """What the lab exports at time t (seconds), healthy unless a fault says otherwise."""
+
+    faults: dict[str, tuple[float, float]] = field(default_factory=dict)  # name -> (on, off)
+    failure_rate: Callable[[float], float] | None = None  # override of the engine's
+    api_error_ratio: Callable[[float], float] | None = None
+    slow_ratio: Callable[[float], float] | None = None  # share of POST /trades > threshold
+
+    def on(self, fault: str, t: float) -> bool:
+        start, end = self.faults.get(fault, (float("inf"), 0))
+        return start <= t < end
+
+    def since(self, fault: str, t: float) -> float:
+        return t - self.faults[fault][0]
+
+    def db_down(self, t: float) -> bool:
+        return self.on("db-outage", t)
+
+    def engine_working(self, t: float) -> bool:
+        return not (self.db_down(t) or self.on("engine-stall", t) or self.on("kill-engine", t))
+
+    # counters: rates per second ------------------------------------------------------
+    def processed(self, status: str, t: float) -> float:
+        if not self.engine_working(t):
+            return 0.0
+        failed = self.failure_rate(t) if self.failure_rate else BASELINE_FAILURE
+        if self.on("exchange-errors", t):
+            failed = 0.6
+        rejected = 0.05 * (1 - failed)
+        share = {"FAILED": failed, "REJECTED": rejected, "FILLED": 1 - failed - rejected}
+        return ORDER_RATE * share[status]
+
+    def http(self, code: str, t: float) -> float:
+        if self.on("kill-api", t):
+            return 0.0
+        if self.db_down(t):
+            return {"503": API_RATE}.get(code, 0.0)
+        bad = 0.6 if self.on("api-errors", t) else (
+            self.api_error_ratio(t) if self.api_error_ratio else 0.0)
+        return {"201": API_RATE * (1 - bad) * 0.98, "400": API_RATE * (1 - bad) * 0.02,
+                "500": API_RATE * bad}.get(code, 0.0)
+
+    def answered(self, t: float) -> float:
+        return sum(self.http(c, t) for c in ("201", "400", "500", "503"))
+
+    def fast(self, t: float) -> float:
+        """POST /trades per second answered within the latency threshold."""
+        slow = 1.0 if self.on("api-latency", t) else (
+            self.slow_ratio(t) if self.slow_ratio else 0.002)
+        return self.answered(t) * (1 - slow)
+
+    def processing_within(self, le: float, t: float) -> float:
+        done = sum(self.processed(s, t) for s in ("FILLED", "REJECTED", "FAILED"))
+        took = 0.85 if self.on("exchange-latency", t) else 0.04
+        return done if took <= le else 0.0
+
+    # gauges -------------------------------------------------------------------------
+    def oldest_pending_age(self, t: float) -> float:
+        for fault in ("db-outage", "engine-stall"):
+            if self.on(fault, t):
+                return self.since(fault, t)
+        return 0.4
+
+    def last_batch(self, t: float) -> float:
+        for fault in ("db-outage", "engine-stall"):
+            if self.on(fault, t):
+                return self.faults[fault][0]
+        return t
+
+    def up(self, job: str, t: float) -> float:
+        return 0.0 if self.on(f"kill-{job}", t) or self.on(f"down-{job}", t) else 1.0
+
+
+def series(lab: Lab, duration: float, step: float) -> list[dict[str, str]]:
+    """promtool input_series for `lab` over `duration` seconds, one sample per `step`."""
+    times = [i * step for i in range(int(duration // step) + 1)]
+    le = _go_float(THRESHOLD)
+    counters: dict[str, Callable[[float], float]] = {
+        f'tradelab_trades_processed_total{{job="engine",instance="engine:9101",status="{s}"}}':
+            (lambda t, s=s: lab.processed(s, t)) for s in ("FILLED", "REJECTED", "FAILED")
+    }
+    for code in ("201", "400", "500", "503"):
+        counters[f'tradelab_http_requests_total{{job="api",instance="api:8000",method="POST",'
+                 f'route="/trades",code="{code}"}}'] = lambda t, c=code: lab.http(c, t)
+    hist = 'tradelab_http_request_duration_seconds_{}{{job="api",instance="api:8000",' \
+           'method="POST",route="/trades"{}}}'
+    counters[hist.format("bucket", f',le="{le}"')] = lab.fast
+    counters[hist.format("bucket", ',le="+Inf"')] = lab.answered
+    counters[hist.format("count", "")] = lab.answered
+    for ple in (0.05, 0.5, 1.0, float("inf")):
+        name = ('tradelab_trade_processing_duration_seconds_bucket{job="engine",'
+                f'instance="engine:9101",le="{_go_float(ple)}"}}')
+        counters[name] = lambda t, x=ple: lab.processing_within(x, t)
+    gauges: dict[str, Callable[[float], float]] = {
+        'tradelab_oldest_pending_order_age_seconds{job="engine",instance="engine:9101"}':
+            lab.oldest_pending_age,
+        'tradelab_engine_last_batch_timestamp_seconds{job="engine",instance="engine:9101"}':
+            lab.last_batch,
+        'tradelab_db_up{job="api",instance="api:8000"}': lambda t: 0.0 if lab.db_down(t) else 1,
+        'tradelab_db_up{job="engine",instance="engine:9101"}':
+            lambda t: 0.0 if lab.db_down(t) else 1,
+    }
+    for job in JOBS:
+        gauges[f'up{{job="{job}",instance="{job}:1"}}'] = lambda t, j=job: lab.up(j, t)
+
+    out = []
+    for name, rate in counters.items():
+        total, values = 0.0, []
+        for t in times:
+            values.append(total)
+            total += rate(t) * step
+        out.append({"series": name, "values": " ".join(_num(v) for v in values)})
+    for name, value in gauges.items():
+        out.append({"series": name, "values": " ".join(_num(value(t)) for t in times)})
+    return out
+
+
+def _num(v: float) -> str:
+    return f"{v:.6g}" if abs(v) < 1e6 else f"{v:.10g}"
+
+
+def _go_float(x: float) -> str:
+    from prometheus_client.utils import floatToGoString
+
+    return floatToGoString(x)
+
+
+# -- promtool --------------------------------------------------------------------------
+
+def alert(name: str, severity: str, **labels: str) -> dict:
+    return {"alertname": name, "severity": severity, **labels}
+
+
+@dataclass
+class Check:
+    at: float  # seconds
+    firing: list[dict]  # exactly these are firing (an empty list: nothing)
+    only: str | None = None  # restrict the check to one alertname
+    severity: str | None = None  # restrict the check to one severity
+
+
+def promtool_test(rule_files: list[Path], lab: Lab, duration: float, checks: list[Check],
+                  tmp: Path, step: float = 15) -> None:
+    test = {
+        "rule_files": [str(p) for p in rule_files],
+        "evaluation_interval": f"{int(step)}s",
+        "tests": [{
+            "interval": f"{int(step)}s",
+            "input_series": series(lab, duration, step),
+            "promql_expr_test": [_expr_test(c) for c in checks],
+        }],
+    }
+    path = tmp / "test.yml"
+    path.write_text(yaml.safe_dump(test, sort_keys=False, width=1 << 20))
+    result = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _expr_test(check: Check) -> dict:
+    selector = 'alertstate="firing"' + (f',alertname="{check.only}"' if check.only else "")
+    selector += f',severity="{check.severity}"' if check.severity else ""
+    samples = []
+    for a in check.firing:
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted({**a, "alertstate": "firing"}.items()))
+        samples.append({"labels": f"ALERTS{{{labels}}}", "value": 1})
+    return {"expr": f"ALERTS{{{selector}}}", "eval_time": f"{int(check.at)}s",
+            "exp_samples": samples}
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> Path:
+    """The lab's configuration as `tradelab render` writes it, with default settings."""
+    from tradelab.lab import Lab as LabDir
+    from tradelab.render import render
+
+    out = tmp_path_factory.mktemp("rendered")
+    lab = LabDir(tmp_path_factory.mktemp("lab"))
+    render(SETTINGS, lab, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def rule_files(rendered) -> list[Path]:
+    files = sorted((rendered / "prometheus" / "rules").glob("*.yml"))
+    assert [f.name for f in files] == ["slo.yml", "symptoms.yml"]
+    return files
+
+
+def all_alerts(rule_files: list[Path]) -> list[dict]:
+    return [rule for f in rule_files for g in yaml.safe_load(f.read_text())["groups"]
+            for rule in g["rules"] if "alert" in rule]
+
+
+# -- static checks ---------------------------------------------------------------------
+
+def test_promtool_check_rules(rule_files):
+    result = subprocess.run(["promtool", "check", "rules", *map(str, rule_files)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_prometheus_config_loads_the_rules(rendered, rule_files):
+    config = rendered / "prometheus" / "prometheus.yml"
+    result = subprocess.run(["promtool", "check", "config", str(config)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = re.findall(r"SUCCESS: (\d+) rules found", result.stdout)
+    assert sum(map(int, found)) == sum(
+        len(g["rules"]) for f in rule_files for g in yaml.safe_load(f.read_text())["groups"])
+
+
+def test_every_alert_has_severity_annotations_and_a_runbook_section(rule_files):
+    runbooks = (Path(__file__).parents[1] / "docs" / "runbooks.md").read_text()
+    anchors = {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
+               for h in re.findall(r"^#+ (.+)$", runbooks, re.M)}
+    base = SETTINGS.alerting.runbook_base_url
+    for rule in all_alerts(rule_files):
+        assert rule["labels"]["severity"] in ("page", "ticket"), rule["alert"]
+        notes = rule["annotations"]
+        assert notes["summary"] and notes["description"], rule["alert"]
+        url, _, anchor = notes["runbook_url"].partition("#")
+        assert url == base and anchor in anchors, (rule["alert"], notes["runbook_url"])
+        assert anchor == rule["alert"].lower()
+
+
+def test_burn_rate_alerts_have_no_for_clause(rule_files):
+    burn = [r for r in all_alerts(rule_files) if "Burn" in r["alert"]]
+    assert len(burn) == 6
+    assert all("for" not in r for r in burn)
+
+
+def test_latency_sli_uses_the_bucket_at_exactly_the_threshold(rule_files):
+    text = rule_files[0].read_text()
+    assert f'le="{_go_float(THRESHOLD)}"' in text
+    from tradelab.app.api_metrics import latency_buckets
+
+    assert THRESHOLD in latency_buckets(THRESHOLD)
+
+
+def test_alertmanager_config_is_valid(rendered):
+    if shutil.which("amtool") is None:
+        pytest.skip("amtool not on PATH (Debian package `prometheus-alertmanager`)")
+    result = subprocess.run(["amtool", "check-config",
+                             str(rendered / "alertmanager" / "alertmanager.yml")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- scenarios ------------------------------------------------------------------------
+
+HEALTHY_H = 1.25  # the lab has run healthy for 75 minutes when the fault starts
+T0 = hours(HEALTHY_H)
+# Healthy for 3 hours: old enough that the 1h/5m condition decides when a page fires
+# (the 6h/30m one needs 0.6 min of 60% failures per hour of history, up to 6h).
+MATURE = hours(3)
+TS = minutes(20)  # symptom alerts look back minutes, not hours
+
+
+def _page(name: str, slo: str) -> dict:
+    return alert(name, "page", slo=slo)
+
+
+def test_healthy_lab_fires_nothing(rule_files, tmp_path):
+    checks = [Check(minutes(m), []) for m in (5, 30, 60, 119, 180, 240)]
+    promtool_test(rule_files, Lab(), hours(4), checks, tmp_path)
+
+
+def test_an_unlucky_hour_does_not_page(rule_files, tmp_path):
+    """Ten times the baseline failures, 0.05% 5xx and 1% slow requests for an hour: no
+    page (it may well be worth a ticket)."""
+    bad = (hours(1), hours(2))
+    lab = Lab(failure_rate=lambda t: BASELINE_FAILURE * (10 if bad[0] <= t < bad[1] else 1),
+              api_error_ratio=lambda t: 0.0005 if bad[0] <= t < bad[1] else 0.0,
+              slow_ratio=lambda t: 0.01 if bad[0] <= t < bad[1] else 0.002)
+    checks = [Check(minutes(m), [], severity="page") for m in range(60, 180, 10)]
+    promtool_test(rule_files, lab, hours(3), checks, tmp_path)
+
+
+@pytest.mark.parametrize("fault,alertname,slo,quiet_s,page_s", [
+    ("exchange-errors", "TradeProcessingBurnRateHigh", "processing_success", 60, 120),
+    ("api-errors", "OrderAcceptanceBurnRateHigh", "availability", 60, 120),
+    ("api-latency", "ApiLatencyBurnRateHigh", "latency", 480, 600),
+])
+def test_fault_pages_in_time_and_resolves(rule_files, tmp_path, fault, alertname, slo,
+                                          quiet_s, page_s):
+    """In a lab healthy for 3 hours (as slow to page as any older lab: the 1h window
+    is full of good traffic) the 1h/5m page fires when the 1h error ratio reaches 14.4x the budget:
+    after 14.4 * budget * 1h / error ratio of the fault (docs/slo.md): ~86s for 60%
+    failures against a 0.1% budget, ~8.5 min for all requests slow against a 1% budget.
+    Not before (`quiet_s`), by `page_s`. After 15 minutes of fault the 6h/30m condition
+    holds the page until the 30m window has forgotten the fault; then it resolves."""
+    t0 = MATURE
+    off = t0 + minutes(15)
+    lab = Lab(faults={fault: (t0, off)})
+    page = _page(alertname, slo)
+    checks = [
+        Check(t0 - 15, [], only=alertname),
+        Check(t0 + quiet_s, [], only=alertname),
+        Check(t0 + page_s, [page], only=alertname),
+        Check(off, [page], only=alertname),
+        Check(off + minutes(35), [], only=alertname),
+    ]
+    promtool_test(rule_files, lab, off + minutes(36), checks, tmp_path)
+
+
+def test_young_lab_pages_even_sooner(rule_files, tmp_path):
+    """Healthy for only 75 minutes: the 6h window holds 75 minutes, so the 6x/30m
+    condition is reached first (60% failures: ~1 minute)."""
+    lab = Lab(faults={"exchange-errors": (T0, T0 + minutes(10))})
+    page = _page("TradeProcessingBurnRateHigh", "processing_success")
+    checks = [Check(T0 - 15, []), Check(T0 + minutes(1) + 15, [page], only=page["alertname"])]
+    promtool_test(rule_files, lab, T0 + minutes(2), checks, tmp_path)
+
+
+def test_slow_burn_tickets_and_does_not_page(rule_files, tmp_path):
+    """Four times the error budget of every SLO for 7 hours after 12 healthy ones: a
+    ticket each (3d and 6h over 1x), no page (6x is not reached); resolved 6h after
+    recovery. One-minute samples: the ticket windows are hours long."""
+    start, end = hours(12), hours(19)
+    slo = SETTINGS.slo
+
+    def burn(target: float, healthy: float):
+        return lambda t: 4 * (1 - target) if start <= t < end else healthy
+
+    lab = Lab(failure_rate=burn(slo.processing_success, BASELINE_FAILURE),
+              api_error_ratio=burn(slo.availability, 0.0), slow_ratio=burn(slo.latency, 0.002))
+    tickets = [alert(f"{name}BudgetBurn", "ticket", slo=key) for name, key in (
+        ("ApiLatency", "latency"), ("OrderAcceptance", "availability"),
+        ("TradeProcessing", "processing_success"))]
+    checks = [
+        Check(hours(11), []),
+        Check(start + hours(1), [], severity="page"),
+        Check(end - minutes(1), tickets),
+        Check(end + hours(6) + minutes(5), []),
+    ]
+    promtool_test(rule_files, lab, end + hours(6) + minutes(6), checks, tmp_path, step=60)
+
+
+def test_stale_backlog_and_engine_not_processing_page_on_engine_stall(rule_files, tmp_path):
+    off = TS + minutes(10)
+    lab = Lab(faults={"engine-stall": (TS, off)})
+    stale = alert("OrderBacklogStale", "page")
+    stuck = alert("EngineNotProcessing", "page")
+    checks = [
+        Check(TS + minutes(1), []),
+        Check(TS + minutes(2), [stale]),  # 30s old + 1m for:
+        Check(TS + minutes(3), [stale, stuck]),  # 60s without a poll + 1m for:
+        Check(off + minutes(2), []),
+    ]
+    promtool_test(rule_files, lab, off + minutes(5), checks, tmp_path)
+
+
+def test_database_down_pages_and_resolves(rule_files, tmp_path):
+    off = TS + minutes(5)
+    lab = Lab(faults={"db-outage": (TS, off)})
+    checks = [
+        Check(TS - 15, [], only="DatabaseDown"),
+        Check(TS + minutes(1), [alert("DatabaseDown", "page", job="api"),
+                                alert("DatabaseDown", "page", job="engine")],
+              only="DatabaseDown"),
+        Check(TS + minutes(2), [_page("OrderAcceptanceBurnRateHigh", "availability")],
+              only="OrderAcceptanceBurnRateHigh"),
+        Check(off + minutes(1), [], only="DatabaseDown"),
+    ]
+    promtool_test(rule_files, lab, off + minutes(3), checks, tmp_path)
+
+
+def test_killed_service_pages_as_target_down(rule_files, tmp_path):
+    off = TS + minutes(5)
+    lab = Lab(faults={"kill-api": (TS, off), "kill-engine": (TS, off)})
+    down = [alert("ScrapeTargetDown", "page", job=j, instance=f"{j}:1") for j in ("api", "engine")]
+    checks = [
+        Check(TS + minutes(2), down, only="ScrapeTargetDown"),
+        Check(off + minutes(1), [], only="ScrapeTargetDown"),
+    ]
+    promtool_test(rule_files, lab, off + minutes(3), checks, tmp_path)
+
+
+def test_monitoring_target_down_is_a_ticket_and_load_generator_is_ignored(rule_files, tmp_path):
+    off = TS + minutes(10)
+    lab = Lab(faults={"down-alertmanager": (TS, off), "down-locust-master": (TS, off)})
+    checks = [
+        Check(TS + minutes(3), []),
+        Check(TS + minutes(6), [alert("ScrapeTargetDown", "ticket", job="alertmanager",
+                                      instance="alertmanager:1")]),
+        Check(off + minutes(1), []),
+    ]
+    promtool_test(rule_files, lab, off + minutes(3), checks, tmp_path)
+
+
+def test_exchange_latency_tickets_as_slow_processing(rule_files, tmp_path):
+    off = TS + minutes(10)
+    lab = Lab(faults={"exchange-latency": (TS, off)})
+    slow = alert("TradeProcessingSlow", "ticket")
+    checks = [
+        Check(TS + minutes(1), []),
+        Check(TS + minutes(4), [slow]),
+        Check(off + minutes(8), []),
+    ]
+    promtool_test(rule_files, lab, off + minutes(10), checks, tmp_path)
