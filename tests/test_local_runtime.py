@@ -25,7 +25,7 @@ from conftest import free_port
 from tradelab.errors import TradelabError
 from tradelab.lab import Lab
 from tradelab.runtimes.local import LocalRuntime, session_processes
-from tradelab.runtimes.local_postgres import postgres_data_dir
+from tradelab.runtimes.local_postgres import postgres_data_dir, remove_postgres_data
 from tradelab.settings import load_settings
 
 pytestmark = pytest.mark.slow
@@ -78,11 +78,13 @@ def local_lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("local") / "lab"
     write_ports(root)
     lab = LocalLab(root)
+    outside = postgres_data_dir(lab.lab)
     try:
         lab.up("cold")
         yield lab
     finally:
         lab.runtime().down(volumes=True)
+        assert not outside.exists(), "down --volumes left the database behind"
         for label, seconds in lab.timings.items():
             print(f"\n[local runtime] {label} `up` to all healthy: {seconds:.1f}s")
 
@@ -138,6 +140,8 @@ def test_up_brings_every_service_healthy(local_lab):
     for name in ("postgres", "api", "engine", "prometheus", "alertmanager"):
         assert (by_name[name].state, by_name[name].health) == ("running", "healthy"), name
     assert (by_name["migrate"].state, by_name["migrate"].detail) == ("exited", "exit 0")
+    if by_name["locust-master"].state != "unavailable":  # once a locustfile ships
+        assert by_name["locust-master"].health == "healthy"
     for name in ("grafana", "loki", "promtail"):
         assert by_name[name].state == "unavailable"
         assert by_name[name].detail == "not available in the local runtime"
@@ -272,12 +276,12 @@ def test_lab_under_private_dir_keeps_cluster_outside(tmp_path):
     lab = Lab(private / "lab")
     real = postgres_data_dir(lab)
     link = lab.data_dir / "postgres"
+    assert not real.is_relative_to(private)
+    assert not link.is_symlink() and not real.parent.exists()  # asking creates nothing
     try:
+        assert postgres_data_dir(lab, create=True) == real
         assert link.is_symlink() and Path(os.readlink(link)) == real
-        assert not real.is_relative_to(private)
         assert postgres_data_dir(lab) == real  # recorded: the same place next time
     finally:
-        from tradelab.runtimes.local_postgres import remove_postgres_data
-
         remove_postgres_data(lab)
-        assert not real.parent.exists()
+    assert not link.is_symlink() and not real.parent.exists()

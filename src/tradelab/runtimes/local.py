@@ -99,8 +99,9 @@ class LocalRuntime:
             self.echo("stopping the local lab")
         self._stop_all()
         if volumes:
+            directories = self.plan.directories
             remove_postgres_data(self.lab)
-            for path in self.plan.directories:
+            for path in directories:
                 if path.is_relative_to(self.lab.data_dir):  # Prometheus TSDB, Alertmanager
                     shutil.rmtree(path, ignore_errors=True)
             self.echo(f"removed the lab's data in {self.lab.data_dir}")
@@ -130,8 +131,8 @@ class LocalRuntime:
                 detail = f"exit {code}" if state == "exited" else ""
                 out.append(ServiceStatus(name, state, "n/a", url, detail))
                 continue
-            health = "none"
-            if state == "running":
+            health = "none"  # also for a running service that declares no check
+            if state == "running" and spec.probe_port is not None:
                 health = "healthy" if lp.probe(spec, self.settings, self.lab) else "unhealthy"
             elif state == "starting":
                 health = "starting"
@@ -258,6 +259,7 @@ class LocalRuntime:
             d.mkdir(parents=True, exist_ok=True)
         lp.render_configs(self.settings, self.lab, self.plan.stack, wanted)
         if "postgres" in wanted and not running:
+            postgres_data_dir(self.lab, create=True)
             cluster = self.plan.cluster
             if not cluster.initialised():
                 self.echo(f"initialising PostgreSQL in {cluster.data_dir}")

@@ -1,6 +1,6 @@
 """Where the local runtime keeps its embedded PostgreSQL cluster, and how it is run.
 
-    data_dir = postgres_data_dir(lab)      # <lab>/data/postgres, or where that link points
+    data_dir = postgres_data_dir(lab)      # <lab>/data/postgres, or where its link points
     cluster = PostgresCluster(data_dir, port=settings.ports.postgres)
     program = postgres_program(cluster)    # the server in the foreground, for supervisord
 
@@ -26,23 +26,29 @@ from tradelab.runtimes.supervisor import Program
 OUTSIDE_ROOT = Path("/var/lib/tradelab")
 
 
-def postgres_data_dir(lab) -> Path:
-    """The cluster's real data directory (created lazily; a link recorded on first use)."""
+def postgres_data_dir(lab, create: bool = False) -> Path:
+    """The cluster's real data directory; with `create`, make the link that records it."""
     link = lab.data_dir / "postgres"
     if link.is_symlink():
         return Path(os.readlink(link))
-    if os.geteuid() != 0:
-        return link
-    lab.data_dir.mkdir(parents=True, exist_ok=True)
-    if _reachable_by("postgres", lab.data_dir):
+    if os.geteuid() != 0 or link.is_dir() or _reachable_by("postgres", _existing(lab.data_dir)):
         return link
     outside = OUTSIDE_ROOT / lab_id(lab) / "postgres"
-    outside.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(OUTSIDE_ROOT, 0o755)
-    # Who owns this directory, for a person looking at /var/lib/tradelab.
-    (outside.parent / "LAB").write_text(f"{lab.root}\n")
-    link.symlink_to(outside)
+    if create:
+        outside.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(OUTSIDE_ROOT, 0o755)
+        # Who owns this directory, for a person looking at /var/lib/tradelab.
+        (outside.parent / "LAB").write_text(f"{lab.root}\n")
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(outside)
     return outside
+
+
+def _existing(path: Path) -> Path:
+    """`path`, or its nearest ancestor that exists (what decides reachability)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def remove_postgres_data(lab) -> None:

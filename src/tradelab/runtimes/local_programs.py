@@ -136,7 +136,7 @@ def build_plan(settings, lab, pg_data_dir: Path) -> Plan:
                 if local.program is None:
                     local.unavailable = _missing_binary(svc)
             for mount in svc.mounts:  # local data folders (prometheus TSDB, ...)
-                if mount.kind == "bind" and not mount.read_only:
+                if mount.kind == "bind" and not mount.read_only and name != "postgres":
                     directories.append(Path(mount.source))
         by_name[name] = local
     return Plan(stack=stack, by_name=by_name, cluster=cluster, multiproc_dir=multiproc,
