@@ -170,6 +170,10 @@ def test_bad_arguments_are_user_errors(db):
         investigate_failures(db.operator_url, limit=0)
     with pytest.raises(TradelabError, match="window"):
         investigate_failures(db.operator_url, since_s=0)
+    with pytest.raises(TradelabError, match="at most 100 years"):
+        investigate_failures(db.operator_url, since_s=1e15)
+    window = investigate_failures(db.operator_url, since_s=0.5)["summary"]["window"]
+    assert window["label"] == "0.5s"
 
 
 # -- connections -------------------------------------------------------------------

@@ -34,6 +34,7 @@ FAILURE_COLUMNS = (
     "created_at", "updated_at",
 )
 # The reason code: text before the first colon, or the whole reason.
+_MAX_WINDOW_S = 100 * 365 * 86400
 _REASON_CODE = "coalesce(nullif(btrim(split_part(failure_reason, ':', 1)), ''), 'UNKNOWN')"
 
 
@@ -53,8 +54,9 @@ def investigate_failures(url: str, limit: int = 20, since_s: float = 3600,
     """FAILED trades of the last `since_s` seconds, newest first, and a summary."""
     if limit < 1:
         raise TradelabError(f"invalid limit {limit}: must be at least 1")
-    if since_s <= 0:
-        raise TradelabError(f"invalid window {since_s}s: must be more than zero")
+    if not 0 < since_s <= _MAX_WINDOW_S:
+        raise TradelabError(f"invalid window {since_s:g}s: must be more than zero and "
+                            "at most 100 years")
     import psycopg
 
     with open_read_only(url) as conn, _explained(url):
@@ -129,7 +131,7 @@ def _investigate(conn, limit: int, since_s: float, symbol: str | None) -> dict[s
         "failures": [_record(FAILURE_COLUMNS, r) for r in rows],
         "summary": {
             "window": {"since": _iso(since), "until": _iso(until), "seconds": since_s,
-                       "label": format_duration(since_s)},
+                       "label": format_duration(since_s) if since_s >= 1 else f"{since_s:g}s"},
             "symbol": symbol,
             "total": total,
             "shown": len(rows),
