@@ -287,13 +287,33 @@ def test_latency_sli_uses_the_bucket_at_exactly_the_threshold(rule_files):
     assert THRESHOLD in latency_buckets(THRESHOLD)
 
 
-def test_alertmanager_config_is_valid(rendered):
+@pytest.mark.parametrize("alerting", [
+    {}, {"webhook_url": "http://127.0.0.1:9/hook"},
+    {"slack_webhook_url": "https://hooks.slack.com/services/T0/B0/x", "slack_channel": "#sre"},
+])
+def test_alertmanager_config_is_valid(tmp_path, alerting):
     if shutil.which("amtool") is None:
         pytest.skip("amtool not on PATH (Debian package `prometheus-alertmanager`)")
-    result = subprocess.run(["amtool", "check-config",
-                             str(rendered / "alertmanager" / "alertmanager.yml")],
-                            capture_output=True, text=True)
+    from tradelab.lab import Lab as LabDir
+    from tradelab.render import render
+
+    render(Settings(alerting=alerting), LabDir(tmp_path / "lab"), tmp_path / "out")
+    path = tmp_path / "out" / "alertmanager" / "alertmanager.yml"
+    result = subprocess.run(["amtool", "check-config", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+    config = yaml.safe_load(path.read_text())
+    routes = {r["matchers"][0]: r["receiver"] for r in config["route"]["routes"]}
+    receivers = {r["name"]: r for r in config["receivers"]}
+    if not alerting:  # nowhere to deliver: everything ends in `discard`
+        assert set(routes.values()) == {"discard"} and list(receivers) == ["discard"]
+        return
+    assert routes == {'severity="page"': "page", 'severity="ticket"': "ticket"}
+    page = receivers["page"]
+    if "webhook_url" in alerting:
+        assert page["webhook_configs"][0]["url"] == alerting["webhook_url"]
+    else:
+        assert page["slack_configs"][0]["api_url"] == alerting["slack_webhook_url"]
+        assert page["slack_configs"][0]["channel"] == "#sre"
 
 
 # -- scenarios ------------------------------------------------------------------------
