@@ -70,9 +70,9 @@ def main(
 
 
 def _register_all() -> None:
-    from tradelab.cli import chaos, config, db, load, ops, render, serve, stack
+    from tradelab.cli import alerts, chaos, config, db, load, ops, render, serve, stack
 
-    for module in (stack, render, chaos, ops, load, db, serve, config):
+    for module in (stack, render, chaos, alerts, ops, load, db, serve, config):
         module.register(app)
 
 
