@@ -1,13 +1,14 @@
 """Trades in PostgreSQL: create-or-replay with idempotency, and read one with its events.
 
-    with pool.connection() as conn:           # an autocommit connection
+    with pool.connection() as conn:           # autocommit: each statement commits
         trade, created = create_or_replay(conn, order, request_hash(order), source="api")
         trade = get_trade(conn, 7)            # dict with an `events` list, or None
 
 `client_order_id` is UNIQUE: the INSERT ... ON CONFLICT DO NOTHING makes two
 concurrent submissions of one key produce one row; the loser reads the winner's row
 (READ COMMITTED: the SELECT sees what committed meanwhile). The trade and its
-"received" event commit together; the caller answers only after this returns.
+"received" event are one statement on an autocommit connection, so they commit
+together before this returns; the caller answers only after that.
 """
 
 from __future__ import annotations
@@ -18,11 +19,20 @@ from typing import Any
 TRADE_COLUMNS = ("id, client_order_id, symbol, side, quantity, limit_price, status, "
                  "fill_price, failure_reason, source, request_hash, created_at, updated_at")
 
+# One statement, so one round trip and one implicit transaction: the trade and its
+# "received" event commit together, or neither does.
 _INSERT = f"""
-INSERT INTO trades (client_order_id, symbol, side, quantity, limit_price, source, request_hash)
-VALUES (%s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (client_order_id) DO NOTHING
-RETURNING {TRADE_COLUMNS}
+WITH trade AS (
+    INSERT INTO trades (client_order_id, symbol, side, quantity, limit_price, source,
+                        request_hash)
+    VALUES (%s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT (client_order_id) DO NOTHING
+    RETURNING {TRADE_COLUMNS}
+), event AS (
+    INSERT INTO trade_events (trade_id, event, status, detail)
+    SELECT id, 'received', 'NEW', %s FROM trade
+)
+SELECT * FROM trade
 """
 
 _MAX_BIGINT = 2**63 - 1
@@ -39,16 +49,11 @@ def create_or_replay(conn, order: Any, req_hash: str, source: str = "api"
     from psycopg.types.json import Jsonb
 
     price = None if order.limit_price is None else Decimal(repr(order.limit_price))
-    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+    with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(_INSERT, (order.client_order_id, order.symbol, order.side, order.quantity,
-                              price, source, req_hash))
+                              price, source, req_hash, Jsonb({"source": source})))
         row = cur.fetchone()
         if row is not None:
-            cur.execute(
-                "INSERT INTO trade_events (trade_id, event, status, detail) "
-                "VALUES (%s, 'received', 'NEW', %s)",
-                (row["id"], Jsonb({"source": source})),
-            )
             return _plain(row), True
         cur.execute(f"SELECT {TRADE_COLUMNS} FROM trades WHERE client_order_id = %s",
                     (order.client_order_id,))
