@@ -225,6 +225,19 @@ def test_killed_api_and_engine_come_back(local_lab):
     assert by_name["engine"].state == "running"
 
 
+def test_locust_workers_scale_and_up_restores_the_setting(local_lab):
+    runtime = local_lab.runtime()
+    if runtime.plan.by_name["locust-worker"].unavailable:
+        pytest.skip(runtime.plan.by_name["locust-worker"].unavailable)
+    runtime.scale("locust-worker", 2)
+    worker = {s.name: s for s in runtime.status()}["locust-worker"]
+    assert worker.state == "running" and worker.detail.startswith("2 replicas"), worker
+    local_lab.up("after scale")
+    assert any("restarting locust-worker" in m for m in local_lab.messages)
+    worker = {s.name: s for s in local_lab.runtime().status()}["locust-worker"]
+    assert worker.state == "running" and worker.detail.startswith("pid "), worker
+
+
 def test_db_outage_through_the_supervisor(local_lab):
     runtime = local_lab.runtime()
     runtime.stop_service("postgres")

@@ -75,10 +75,12 @@ class LocalRuntime:
             self.supervisor.start_daemon()
         else:
             self._prepare_files(wanted, running=True)
-            if self.supervisor.write_config(plan.programs()):
-                replaced = self.supervisor.apply_config()
-                if replaced:
-                    self.echo(f"settings changed: restarting {', '.join(replaced)}")
+            self.supervisor.write_config(plan.programs())
+            # Compared with what supervisord holds, not with the file: a run that failed
+            # halfway may have written a file supervisord never took in.
+            replaced = self.supervisor.apply_config()
+            if replaced:
+                self.echo(f"settings changed: restarting {', '.join(replaced)}")
             todo = self._not_running(wanted)
             if not todo:
                 self.echo("the lab is already up (local runtime): nothing to do")
@@ -86,6 +88,11 @@ class LocalRuntime:
             self._check_ports(todo)
         try:
             self._start_in_order(wanted, deadline=started_at + timeout)
+        except xmlrpc.client.Fault as exc:
+            if cold:
+                self._stop_all(quiet=True)
+            raise TradelabError(f"supervisord refused: {exc.faultString} (log: "
+                                f"{self.supervisor.logs_dir / 'supervisord.log'})") from None
         except BaseException:
             if cold:  # a failed first start leaves no half-made lab behind (logs stay)
                 self._stop_all(quiet=True)
@@ -136,8 +143,10 @@ class LocalRuntime:
                 health = "healthy" if lp.probe(spec, self.settings, self.lab) else "unhealthy"
             elif state == "starting":
                 health = "starting"
-            out.append(ServiceStatus(name, state, health, url,
-                                     detail=f"pid {info['pid']}" if info.get("pid") else ""))
+            pids = info.get("pids") or []
+            detail = (f"pid {pids[0]}" if len(pids) == 1 else
+                      f"{len(pids)} replicas, pids {', '.join(map(str, pids))}" if pids else "")
+            out.append(ServiceStatus(name, state, health, url, detail))
         return out
 
     def logs(self, service: str, follow: bool = False, tail: int | None = 100) -> None:
@@ -147,15 +156,17 @@ class LocalRuntime:
                                 f"{', '.join(self.plan.services)}")
         if spec.unavailable:
             raise TradelabError(f"{service} is {spec.unavailable}: it has no logs here")
-        path = self.supervisor.log_file(service)
-        if not path.exists():
-            raise TradelabError(f"{service} has not run yet (no {path}): start it with "
-                                "`tradelab up`")
-        for line in tail_lines(path, tail):
-            sys.stdout.write(line)
+        paths = self.supervisor.log_files(service)
+        if not paths:
+            raise TradelabError(f"{service} has not run yet (no log in "
+                                f"{self.supervisor.logs_dir}): start it with `tradelab up`")
+        for path in paths:
+            if len(paths) > 1:  # replicas: one section per process, as tail(1) does
+                sys.stdout.write(f"==> {path.name} <==\n")
+            sys.stdout.writelines(tail_lines(path, tail))
         sys.stdout.flush()
         if follow:
-            _follow(path)
+            _follow(paths)
 
     def doctor(self) -> list[dict]:
         """Checks a person can act on: supervisor, PostgreSQL binaries, ports, binaries.
@@ -195,20 +206,35 @@ class LocalRuntime:
 
     # -- runtime faults ----------------------------------------------------------------
     def stop_service(self, service: str) -> None:
-        self._rpc_on(service, lambda rpc: rpc.stopProcess(service, True))
+        self._rpc_on(service, lambda rpc: rpc.stopProcessGroup(service, True))
 
     def start_service(self, service: str) -> None:
-        self._rpc_on(service, lambda rpc: rpc.startProcess(service, True))
+        self._rpc_on(service, lambda rpc: rpc.startProcessGroup(service, True))
 
     def kill_service(self, service: str) -> None:
         """SIGKILL the program's whole process group, as a crashed container would be;
         supervisord sees an unexpected exit and restarts it."""
-        def kill(rpc):
-            pid = rpc.getProcessInfo(service)["pid"]
-            if not pid:
+        def kill(_rpc):
+            pids = self.supervisor.process_info().get(service, {}).get("pids")
+            if not pids:
                 raise TradelabError(f"{service} is not running: nothing to kill")
-            os.killpg(pid, signal.SIGKILL)
+            for pid in pids:
+                os.killpg(pid, signal.SIGKILL)  # supervisord makes each its own group
         self._rpc_on(service, kill)
+
+    def scale(self, service: str, replicas: int) -> None:
+        """Run `replicas` processes of `service` (Locust workers) until the next `up`,
+        which goes back to the settings (load_workers)."""
+        spec = self.plan.by_name.get(service)
+        if spec is None or spec.program is None or service != "locust-worker":
+            raise TradelabError(f"only locust-worker can be scaled, not {service}")
+        if not self.supervisor.running():
+            raise TradelabError("the local lab is not running: start it with `tradelab up`")
+        spec.program.numprocs = max(1, replicas)
+        self.supervisor.write_config(self.plan.programs())
+        self.supervisor.apply_config()
+        self.echo(f"running {replicas} {service} process(es)")
+        self._start_in_order([service], deadline=time.monotonic() + 120)
 
     # -- internals -------------------------------------------------------------------
     def _rpc_on(self, service: str, action) -> None:
@@ -271,30 +297,31 @@ class LocalRuntime:
             todo = self._not_running(phase)
             for name in todo:
                 self.echo(f"starting {name}")
-                rpc.startProcess(name, False)
+                rpc.startProcessGroup(name, False)
             for name in phase:
-                self._wait_ready(name, deadline)
+                self._wait_ready(name, deadline, announce=name in todo)
                 if name == "postgres":
                     admin = self.plan.admin_url("postgres")
                     if ensure_database(admin, lp.DB_NAME):
                         self.echo(f"created database {lp.DB_NAME}")
 
-    def _wait_ready(self, name: str, deadline: float) -> None:
+    def _wait_ready(self, name: str, deadline: float, announce: bool = True) -> None:
         spec = self.plan.by_name[name]
-        rpc = self.supervisor.rpc
         while True:
-            info = rpc.getProcessInfo(name)
+            info = self.supervisor.process_info().get(name, {"statename": "UNKNOWN"})
             state = info["statename"]
             if spec.oneshot:
                 if state == "EXITED" and info["exitstatus"] == 0:
-                    self.echo(f"{name} finished")
+                    if announce:
+                        self.echo(f"{name} finished")
                     return
                 if state in ("EXITED", "FATAL") or (state == "BACKOFF"):
                     raise self._failure(name, f"{name} failed (exit {info['exitstatus']})")
             elif state == "FATAL":
                 raise self._failure(name, f"{name} keeps exiting at start")
             elif state == "RUNNING" and lp.probe(spec, self.settings, self.lab):
-                self.echo(f"{name} healthy")
+                if announce:
+                    self.echo(f"{name} healthy")
                 return
             if time.monotonic() > deadline:
                 raise self._failure(name, f"{name} did not become healthy in time "
@@ -302,7 +329,8 @@ class LocalRuntime:
             time.sleep(0.25)
 
     def _failure(self, name: str, message: str) -> TradelabError:
-        path = self.supervisor.log_file(name)
+        paths = self.supervisor.log_files(name) or [self.supervisor.log_file(name)]
+        path = paths[0]
         lines = tail_lines(path, 15) if path.exists() else []
         tail = "".join("\n  | " + line.rstrip("\n") for line in lines)
         return TradelabError(f"{message}; last log lines of {path}:{tail}" if lines
@@ -373,27 +401,35 @@ def tail_lines(path: Path, n: int | None) -> list[str]:
     return lines[-n:] if n else []
 
 
-def _follow(path: Path) -> None:
-    """Print what is appended to `path` until interrupted; reopen it when rotated."""
-    f = open(path, "rb")  # noqa: SIM115 - reopened on rotation
-    f.seek(0, os.SEEK_END)
+def _follow(paths: list[Path]) -> None:
+    """Print what is appended to `paths` until interrupted; reopen a file when rotated."""
+    files = {}
+    for path in paths:
+        f = open(path, "rb")  # noqa: SIM115 - kept open while following, reopened on rotation
+        f.seek(0, os.SEEK_END)
+        files[path] = f
     try:
         while True:
-            chunk = f.read()
-            if chunk:
-                sys.stdout.write(chunk.decode(errors="replace"))
-                sys.stdout.flush()
-                continue
-            time.sleep(0.3)
-            try:
-                if os.stat(path).st_ino != os.fstat(f.fileno()).st_ino or \
-                        os.stat(path).st_size < f.tell():
+            quiet = True
+            for path, f in list(files.items()):
+                chunk = f.read()
+                if chunk:
+                    quiet = False
+                    sys.stdout.write(chunk.decode(errors="replace"))
+                    sys.stdout.flush()
+                    continue
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    continue
+                if st.st_ino != os.fstat(f.fileno()).st_ino or st.st_size < f.tell():
                     f.close()
-                    f = open(path, "rb")  # noqa: SIM115
-            except FileNotFoundError:
-                pass
+                    files[path] = open(path, "rb")  # noqa: SIM115
+            if quiet:
+                time.sleep(0.3)
     finally:
-        f.close()
+        for f in files.values():
+            f.close()
 
 
 def _progress(message: str) -> None:

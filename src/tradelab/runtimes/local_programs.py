@@ -195,6 +195,7 @@ def _program(name: str, svc: Service, lab, position: int, multiproc: Path,
         directory=str(lab.state_dir),
         oneshot=svc.one_shot,
         priority=PRIORITY.get(name, 30 + position),
+        numprocs=svc.replicas,
     )
 
 

@@ -44,6 +44,7 @@ class Program:
     priority: int = 50  # lower starts first and stops last
     stopsignal: str = "TERM"
     stopwaitsecs: int = 20
+    numprocs: int = 1  # replicas (locust workers): processes NAME-0 .. NAME-(n-1)
 
 
 class Supervisor:
@@ -56,8 +57,19 @@ class Supervisor:
         self.socket = self._socket_path()
         self._rpc: xmlrpc.client.ServerProxy | None = None
 
-    def log_file(self, program: str) -> Path:
-        return self.logs_dir / f"{program}.log"
+    def log_file(self, program: str, replica: int | None = None) -> Path:
+        return self.logs_dir / (f"{program}.log" if replica is None
+                                else f"{program}-{replica}.log")
+
+    def log_files(self, program: str) -> list[Path]:
+        """The program's log file, or one per replica when it runs several."""
+        single = self.log_file(program)
+        replicas = sorted(self.logs_dir.glob(f"{program}-[0-9]*.log"),
+                          key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+        if single.exists() and (not replicas or single.stat().st_mtime >= max(
+                r.stat().st_mtime for r in replicas)):
+            return [single]
+        return replicas
 
     # -- config ----------------------------------------------------------------------
     def render_config(self, programs: list[Program]) -> str:
@@ -93,10 +105,14 @@ class Supervisor:
                 # Escalation to SIGKILL takes the whole process group (gunicorn workers).
                 "killasgroup": "true",
                 "redirect_stderr": "true",
-                "stdout_logfile": _q(self.log_file(p.name)),
+                "stdout_logfile": _q(self.log_file(p.name)) if p.numprocs == 1
+                else _q(self.logs_dir) + f"/{p.name}-%(process_num)d.log",
                 "stdout_logfile_maxbytes": "10MB",
                 "stdout_logfile_backups": "2",
             }
+            if p.numprocs > 1:
+                section["numprocs"] = str(p.numprocs)
+                section["process_name"] = "%(program_name)s-%(process_num)d"
             if p.user:
                 section["user"] = p.user
             if p.directory:
@@ -193,22 +209,34 @@ class Supervisor:
         return self._rpc.supervisor
 
     def process_info(self) -> dict[str, dict]:
-        """name -> getProcessInfo dict for every configured program ({} when not running)."""
+        """program -> getProcessInfo dict ({} when supervisord is not running).
+
+        A program with replicas is summed up in one dict: RUNNING only when every
+        replica runs, and `pids` lists them all (`pid` is the first)."""
         if self.pid() is None:
             return {}
         try:
-            return {p["name"]: p for p in self.rpc.getAllProcessInfo()}
+            infos = self.rpc.getAllProcessInfo()
         except (OSError, xmlrpc.client.Error):
             return {}
+        programs: dict[str, dict] = {}
+        for info in infos:
+            group = programs.get(info["group"])
+            if group is None:
+                programs[info["group"]] = {**info, "name": info["group"],
+                                           "pids": [info["pid"]] if info["pid"] else []}
+                continue
+            if info["pid"]:
+                group["pids"].append(info["pid"])
+            if group["statename"] == "RUNNING" and info["statename"] != "RUNNING":
+                group.update(statename=info["statename"], exitstatus=info["exitstatus"])
+        return programs
 
     def apply_config(self) -> list[str]:
         """Make a running supervisord follow a rewritten config; return programs replaced."""
         added, changed, removed = self.rpc.reloadConfig()[0]
         for name in changed + removed:
-            try:
-                self.rpc.stopProcess(name, True)
-            except xmlrpc.client.Fault:
-                pass  # not running
+            self.rpc.stopProcessGroup(name, True)  # every replica; no-op when stopped
             self.rpc.removeProcessGroup(name)
         for name in added + changed:
             self.rpc.addProcessGroup(name)
