@@ -210,6 +210,10 @@ class DockerRuntime:
     def ensure_volumes(self, names: list[str], created: _Created) -> None:
         from docker.errors import NotFound
 
+        for n in names:  # like compose's create_host_path: a missing bind folder is made
+            for m in self.stack.services[n].mounts:
+                if m.kind == "bind" and not Path(m.source).exists():
+                    Path(m.source).mkdir(parents=True, exist_ok=True)
         keys = {m.source for n in names for m in self.stack.services[n].mounts
                 if m.kind == "volume"}
         for key in sorted(keys):
@@ -344,7 +348,8 @@ class DockerRuntime:
                 self.echo(f"{name}: {_describe(states[0], condition)}")
                 return
             for c, s in zip(containers, states, strict=True):
-                if s["Status"] in ("exited", "dead") and not _meets(s, condition):
+                # "restarting": it crashed and Docker's restart policy is looping it.
+                if s["Status"] in ("exited", "dead", "restarting") and not _meets(s, condition):
                     what = "failed" if condition == "service_completed_successfully" else \
                         "stopped"
                     raise TradelabError(f"{name} {what} (exit {s.get('ExitCode')}); "
@@ -397,7 +402,9 @@ class DockerRuntime:
                 out.append(ServiceStatus(name, "missing", "n/a", url))
                 continue
             state = _state(containers[0])
-            health = (state.get("Health") or {}).get("Status") or "none"
+            # A stopped container keeps its last health status: not meaningful any more.
+            health = ((state.get("Health") or {}).get("Status") or "none"
+                      if state["Status"] == "running" else "n/a")
             detail = f"exit {state.get('ExitCode')}" if state["Status"] == "exited" else ""
             if len(containers) > 1:
                 running = sum(_state(c)["Status"] == "running" for c in containers)
@@ -476,8 +483,12 @@ class DockerRuntime:
         checks.append({"check": "memory", "ok": total >= need,
                        "detail": f"engine has {total / 2**30:.1f} GiB; the lab's memory limits "
                                  f"add up to {need / 2**30:.1f} GiB (set memory.SERVICE)"})
+        seen: set[str] = set()
         for name in names:
             svc = self.stack.services[name]
+            if svc.image in seen:
+                continue
+            seen.add(svc.image)
             present = docker_image.image_present(client, svc.image)
             if svc.app:
                 detail = "present" if present else "built by `tradelab up`"
@@ -575,8 +586,8 @@ def _explain(exc: Exception) -> str:
 def _remove(container) -> None:
     from docker.errors import NotFound
 
-    try:
-        container.remove(force=True)
+    try:  # v: its anonymous volumes (an image's VOLUME we did not name) go with it
+        container.remove(force=True, v=True)
     except NotFound:
         pass
 

@@ -1,0 +1,329 @@
+"""The Docker runtime against a real engine, with locally built stand-in images.
+
+No registry is reachable on CI, so tests/docker/build-images.sh builds stand-ins with
+the official images' interface (postgres, prometheus, alertmanager, locust, a Python
+base for the app image) and the lab's tradelab.yaml points `images:` at them. Grafana,
+Loki and Promtail cannot be had here: `up --without grafana,loki,promtail`.
+
+The tests share one lab (one `up`) and run in file order: up, traffic, chaos,
+idempotency, a changed setting, down/up, down --volumes. Skipped with the reason when
+no engine answers or the images cannot be built.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from conftest import free_port
+from typer.testing import CliRunner
+
+from tradelab.cli.main import app
+from tradelab.runtimes import docker_available
+
+HERE = Path(__file__).parent
+BUILD_SCRIPT = HERE / "docker" / "build-images.sh"
+STAND_INS = {
+    "postgres": "tradelab-test/postgres:15",
+    "prometheus": "tradelab-test/prometheus:2.42",
+    "alertmanager": "tradelab-test/alertmanager:0.25",
+    "locust": "tradelab-test/locust:2.32.4",
+}
+BASE_IMAGE = "tradelab-test/python:3.11"
+WITHOUT = "grafana,loki,promtail"
+RUNNING = ["postgres", "api", "engine", "prometheus", "alertmanager", "locust-master",
+           "locust-worker"]
+LABEL_PROJECT = "com.docker.compose.project"
+
+
+@pytest.fixture(scope="module")
+def images():
+    if not docker_available():
+        pytest.skip("no Docker engine answers (start dockerd: tests/docker/start-dockerd.sh)")
+    proc = subprocess.run(["sh", str(BUILD_SCRIPT)], capture_output=True, text=True,
+                          timeout=900)
+    if proc.returncode != 0:
+        pytest.skip("stand-in images could not be built by tests/docker/build-images.sh: "
+                    + (proc.stderr.strip().splitlines() or ["?"])[-1])
+    return STAND_INS
+
+
+def _lab(root: Path, project: str, **extra) -> Path:
+    config = {
+        "project": project,
+        "ports": {k: free_port() for k in ("api", "engine", "postgres", "prometheus",
+                                           "alertmanager", "grafana", "loki", "locust")},
+        "build": {"base_image": BASE_IMAGE},
+        "images": dict(STAND_INS),
+        **extra,
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "tradelab.yaml").write_text(yaml.safe_dump(config))
+    return root
+
+
+class Lab:
+    """A lab directory with its own project name, driven through the CLI."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.config = yaml.safe_load((root / "tradelab.yaml").read_text())
+        self.project = self.config["project"]
+        self.api = f"http://127.0.0.1:{self.config['ports']['api']}"
+
+    def run(self, *args: str, ok: bool = True):
+        result = CliRunner().invoke(app, ["--lab-dir", str(self.root), *args])
+        if ok:
+            assert result.exit_code == 0, result.output
+        return result
+
+    def status(self) -> dict:
+        return json.loads(self.run("status", "--json").stdout)
+
+    def ids(self) -> dict[str, str]:
+        import docker
+
+        client = docker.from_env()
+        found = client.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}="
+                                                                     f"{self.project}"})
+        return {c.name: c.id for c in found}
+
+    def leftovers(self) -> dict[str, list[str]]:
+        import docker
+
+        client = docker.from_env()
+        flt = {"label": f"{LABEL_PROJECT}={self.project}"}
+        return {
+            "containers": [c.name for c in client.containers.list(all=True, filters=flt)],
+            "volumes": [v.name for v in client.volumes.list(filters=flt)],
+            "networks": [n.name for n in client.networks.list(filters=flt)],
+        }
+
+
+@pytest.fixture(scope="module")
+def lab(images, tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        for key in list(os.environ):
+            if key.startswith("TRADELAB_"):
+                mp.delenv(key)
+        root = _lab(tmp_path_factory.mktemp("dockerlab") / "lab",
+                    f"tltest-{uuid.uuid4().hex[:8]}")
+        the_lab = Lab(root)
+        yield the_lab
+        the_lab.run("down", "--volumes", "--runtime", "docker", ok=False)
+
+
+def _until(what: str, check, timeout: float = 60, every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (requests.RequestException, ValueError) as exc:
+            last = exc
+        time.sleep(every)
+    pytest.fail(f"timed out waiting for {what}; last: {last!r}")
+
+
+def _order(lab: Lab, key: str) -> requests.Response:
+    return requests.post(f"{lab.api}/trades", timeout=10, json={
+        "client_order_id": key, "symbol": "AAPL", "side": "BUY", "quantity": 3})
+
+
+pytestmark = pytest.mark.docker
+
+
+def test_up_brings_every_service_to_healthy(lab):
+    started = time.monotonic()
+    result = lab.run("up", "--runtime", "docker", "--without", WITHOUT, "--timeout", "5m")
+    print(f"\nup -> all healthy in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    assert "Grafana login" in result.stdout and "grafana_admin_password" in result.stdout
+    report = lab.status()
+    assert report["runtime"] == "docker"
+    by_name = {s["name"]: s for s in report["services"]}
+    for name in RUNNING:
+        assert by_name[name]["state"] == "running", by_name[name]
+    for name in ("postgres", "api", "engine", "prometheus", "alertmanager", "locust-master"):
+        assert by_name[name]["health"] == "healthy", by_name[name]
+    assert by_name["migrate"]["state"] == "exited" and by_name["migrate"]["detail"] == "exit 0"
+    assert by_name["grafana"]["state"] == "missing"
+    assert by_name["api"]["url"] == lab.api
+    assert by_name["prometheus"]["url"].startswith("http://127.0.0.1:")
+    assert "chaos" in report
+
+
+def test_orders_flow_and_the_engine_fills_them(lab):
+    resp = _order(lab, f"dock-{uuid.uuid4().hex[:8]}")
+    assert resp.status_code == 201, resp.text
+    trade_id = resp.json()["id"]
+    lab.config["trade_id"] = trade_id
+    final = _until("the engine to execute the trade", lambda: (
+        t := requests.get(f"{lab.api}/trades/{trade_id}", timeout=5).json())["status"] != "NEW"
+        and t)
+    assert final["status"] in ("FILLED", "REJECTED", "FAILED")
+
+
+def test_published_ports_bind_loopback_only(lab):
+    import docker
+
+    for c in docker.from_env().containers.list(filters={"label": f"{LABEL_PROJECT}="
+                                                                 f"{lab.project}"}):
+        for bindings in (c.attrs["HostConfig"]["PortBindings"] or {}).values():
+            assert all(b["HostIp"] == "127.0.0.1" for b in bindings), c.name
+
+
+def test_prometheus_scrapes_api_and_engine(lab):
+    url = f"http://127.0.0.1:{lab.config['ports']['prometheus']}/api/v1/targets"
+
+    def both_up():
+        targets = requests.get(url, timeout=5).json()["data"]["activeTargets"]
+        health = {t["labels"].get("job"): t["health"] for t in targets}
+        return health.get("api") == "up" and health.get("engine") == "up" and health
+
+    _until("Prometheus to scrape api and engine", both_up, timeout=90, every=1)
+
+
+def test_logs_shows_the_service_json_lines(lab):
+    result = lab.run("logs", "api", "--tail", "20")
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert lines and all(line["service"] == "api" for line in lines)
+
+
+def test_chaos_on_makes_failed_trades_investigate_failures_finds_them(lab):
+    lab.run("chaos", "on")
+    try:
+        def failures():
+            out = json.loads(lab.run("investigate-failures", "--json").stdout)
+            return [f for f in out["failures"] if "CHAOS" in (f["failure_reason"] or "")]
+
+        found = _until("FAILED trades from chaos", failures, timeout=60, every=1)
+        assert all(f["status"] == "FAILED" for f in found)
+        assert "exchange-errors" in lab.status()["chaos"]
+    finally:
+        lab.run("chaos", "off")
+
+
+def test_db_outage_gives_503_then_recovers_after_chaos_off(lab):
+    lab.run("chaos", "on", "db-outage")
+    try:
+        status = {s["name"]: s for s in lab.status()["services"]}["postgres"]
+        assert status["state"] == "exited"
+        # (a list: a Response with a 5xx status is falsy)
+        [resp] = _until("a 503 while the database is down", lambda: (
+            r := _order(lab, f"out-{uuid.uuid4().hex[:8]}")).status_code == 503 and [r],
+            timeout=30)
+        assert "Retry-After" in resp.headers
+    finally:
+        lab.run("chaos", "off")
+    _until("the API to accept orders again", lambda: _order(
+        lab, f"back-{uuid.uuid4().hex[:8]}").status_code == 201, timeout=60)
+
+
+def test_kill_api_then_chaos_off_brings_it_back(lab):
+    lab.run("chaos", "on", "kill-api")
+    try:
+        api = {s["name"]: s for s in lab.status()["services"]}["api"]
+        assert api["state"] == "exited"
+    finally:
+        lab.run("chaos", "off")
+    _until("the API to answer again", lambda: requests.get(
+        f"{lab.api}/healthz", timeout=3).status_code == 200, timeout=60)
+
+
+def test_second_up_changes_nothing(lab):
+    # A first `up` takes in any change to the package since the lab came up (in a
+    # shared work tree, others edit it); right after it, `up` must change nothing.
+    lab.run("up", "--runtime", "docker", "--without", WITHOUT)
+    before = lab.ids()
+    result = lab.run("up", "--runtime", "docker", "--without", WITHOUT)
+    assert lab.ids() == before
+    assert "creating" not in result.output and "building" not in result.output
+
+
+def test_changed_setting_recreates_only_what_it_affects(lab):
+    before = lab.ids()
+    config = yaml.safe_load((lab.root / "tradelab.yaml").read_text())
+    config["engine"] = {"order_rate": 3.0}
+    (lab.root / "tradelab.yaml").write_text(yaml.safe_dump(config))
+    lab.run("up", "--runtime", "docker", "--without", WITHOUT, "--no-build")
+    after = lab.ids()
+    changed = {name for name in before if after.get(name) != before[name]}
+    assert changed == {f"{lab.project}-engine-1"}
+
+
+def test_doctor_passes_while_the_lab_runs(lab):
+    result = lab.run("doctor", "--runtime", "docker")
+    assert "FAIL" not in result.stdout
+    assert "ports.api" in result.stdout
+
+
+def test_down_then_up_keeps_the_data(lab):
+    trade_id = lab.config["trade_id"]
+    lab.run("down")
+    left = lab.leftovers()
+    assert left["containers"] == [] and left["networks"] == []
+    assert left["volumes"], "data volumes must survive `down`"
+    lab.run("up", "--runtime", "docker", "--without", WITHOUT, "--no-build")
+    resp = requests.get(f"{lab.api}/trades/{trade_id}", timeout=5)
+    assert resp.status_code == 200 and resp.json()["id"] == trade_id
+
+
+def test_down_volumes_leaves_nothing(lab):
+    lab.run("down", "--volumes")
+    assert lab.leftovers() == {"containers": [], "volumes": [], "networks": []}
+    assert lab.status()["services"][0]["state"] == "missing"
+
+
+# -- failures a user meets ----------------------------------------------------------------
+
+
+def test_failed_up_removes_what_it_created(images, tmp_path, monkeypatch):
+    for key in list(os.environ):
+        if key.startswith("TRADELAB_"):
+            monkeypatch.delenv(key)
+    # A "postgres" that cannot start: the Prometheus stand-in refuses the argument.
+    broken = Lab(_lab(tmp_path / "lab", f"tlfail-{uuid.uuid4().hex[:8]}",
+                      images={**STAND_INS, "postgres": STAND_INS["prometheus"]}))
+    result = broken.run("up", "--runtime", "docker", "--without", WITHOUT, "--no-build",
+                        "--timeout", "60s", ok=False)
+    assert result.exit_code == 1
+    assert result.output.count("Traceback") == 0
+    assert "error: postgres stopped" in result.output and "last log lines" in result.output
+    assert broken.leftovers() == {"containers": [], "volumes": [], "networks": []}
+
+
+def test_port_in_use_is_named_with_its_setting(images, tmp_path, monkeypatch):
+    for key in list(os.environ):
+        if key.startswith("TRADELAB_"):
+            monkeypatch.delenv(key)
+    busy = Lab(_lab(tmp_path / "lab", f"tlport-{uuid.uuid4().hex[:8]}"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", busy.config["ports"]["api"]))
+        sock.listen()
+        result = busy.run("up", "--runtime", "docker", "--without", WITHOUT, ok=False)
+    port = busy.config["ports"]["api"]
+    assert result.exit_code == 1
+    assert f"error: port {port} (ports.api) is in use" in result.output
+    assert busy.leftovers() == {"containers": [], "volumes": [], "networks": []}
+
+
+def test_unreachable_docker_is_one_line(tmp_path, monkeypatch):
+    for key in list(os.environ):
+        if key.startswith("TRADELAB_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{free_port()}")
+    result = CliRunner().invoke(app, ["--lab-dir", str(tmp_path), "up", "--runtime", "docker"])
+    assert result.exit_code == 1
+    assert result.output.strip() == ("error: Docker is not reachable: start Docker "
+                                     "or use --runtime local")
