@@ -184,7 +184,6 @@ def test_orders_flow_then_chaos_failures_are_investigated(local_lab):
     done = wait_for(lambda: settled(api, trade["id"], ("FILLED", "REJECTED")), 30,
                     "the engine to execute the trade")
     assert done["status"] in ("FILLED", "REJECTED")
-    local_lab.first_trade = done
 
     on = local_lab.cli("chaos", "on", "exchange-errors", "--rate", "1.0")
     assert on.returncode == 0, on.stderr
@@ -263,6 +262,9 @@ def test_port_taken_is_one_clear_line(tmp_path, local_lab):
 
 
 def test_down_leaves_no_process_and_data_survives(local_lab):
+    api = local_lab.api
+    posted = post_trade(api)
+    trade = wait_for(lambda: settled(api, posted["id"]), 30, "the engine to settle the trade")
     runtime = local_lab.runtime()
     session = runtime.supervisor.recorded_pid()
     assert lab_processes(local_lab)  # the check below can see the lab's processes
@@ -273,7 +275,6 @@ def test_down_leaves_no_process_and_data_survives(local_lab):
     assert {s.state for s in runtime.status() if s.name == "api"} == {"missing"}
 
     local_lab.up("warm")
-    trade = local_lab.first_trade
     again = requests.get(f"{local_lab.api}/trades/{trade['id']}", timeout=5)
     assert again.status_code == 200
     assert again.json()["client_order_id"] == trade["client_order_id"]
