@@ -327,3 +327,41 @@ def test_unreachable_docker_is_one_line(tmp_path, monkeypatch):
     assert result.exit_code == 1
     assert result.output.strip() == ("error: Docker is not reachable: start Docker "
                                      "or use --runtime local")
+
+
+def test_app_image_builds_from_a_wheel_install(images, tmp_path):
+    """Not only from this editable checkout: from the files a wheel installed."""
+    import shutil
+
+    import docker
+
+    repo = HERE.parent
+    src = tmp_path / "src-copy"  # build the wheel off a copy: no build/ in the work tree
+    shutil.copytree(repo / "src", src / "src",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        if (repo / name).is_file():
+            shutil.copy(repo / name, src / name)
+    pip = [sys.executable, "-m", "pip", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "-w",
+                    str(tmp_path / "dist"), str(src)], check=True, timeout=300)
+    site = tmp_path / "site"
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(site),
+                    *map(str, (tmp_path / "dist").glob("tradelab-*.whl"))], check=True,
+                   timeout=300)
+    tag = f"tradelab-test/app-from-wheel:{uuid.uuid4().hex[:8]}"
+    code = ("import sys, tradelab, docker\n"
+            "from tradelab.runtimes.docker_image import ensure_app_image\n"
+            "print(tradelab.__file__)\n"
+            f"ensure_app_image(docker.from_env(), {tag!r}, {BASE_IMAGE!r}, True,"
+            " lambda line: print(line, file=sys.stderr))\n")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.splitlines()[0].startswith(str(site)), proc.stdout
+        out = docker.from_env().containers.run(tag, ["--version"], remove=True)
+        assert out.decode().startswith("tradelab ")
+    finally:
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
