@@ -1,0 +1,168 @@
+"""Placing and reading orders the way a careful client does; shared by the users.
+
+    trade_id = place_order(user)    # unique client_order_id; a 503 is retried with the same key
+    read_trade(user, trade_id)      # GET /trades/<id>, reported as "/trades/[id]"
+
+Each order goes into the run's ledger as attempted before it is sent, and as
+acknowledged once the API answers 201 (or 200: a replay of the same key found it
+committed). COUNTERS holds this process's tallies for /metrics; workers send theirs
+to the master with every stats report (see _hooks).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import uuid
+
+import gevent
+from _ledger import LEDGER_DIR_ENV, Ledger
+
+log = logging.getLogger("tradelab.load")
+
+MAX_ATTEMPTS = 5
+MAX_RETRY_AFTER_S = 30.0
+# The defaults of tradelab's `symbols` setting; `tradelab load` passes the lab's own.
+DEFAULT_SYMBOLS = ("AAPL", "MSFT", "GOOGL", "AMZN", "NVDA", "TSLA", "JPM")
+
+
+class Counters:
+    """Order outcomes and response codes seen by this process since the run started."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.orders = {"attempted": 0, "acknowledged": 0, "retried": 0}
+        self.responses: dict[tuple[str, str, str], int] = {}
+
+    def response(self, method: str, name: str, code: int) -> None:
+        key = (method, name, str(code))
+        self.responses[key] = self.responses.get(key, 0) + 1
+
+    def take(self) -> dict:
+        """The tallies as plain data (for a worker's report), then start again from zero."""
+        data = {"orders": dict(self.orders),
+                "responses": [[*key, n] for key, n in self.responses.items()]}
+        self.clear()
+        return data
+
+    def add(self, data: dict) -> None:
+        """Add a worker's report (the output of `take`)."""
+        for outcome, n in data.get("orders", {}).items():
+            self.orders[outcome] = self.orders.get(outcome, 0) + n
+        for method, name, code, n in data.get("responses", []):
+            key = (method, name, code)
+            self.responses[key] = self.responses.get(key, 0) + n
+
+
+COUNTERS = Counters()
+_ledgers: dict[str, Ledger] = {}
+_warned_no_ledger = False
+
+
+def run_id(environment) -> str:
+    return getattr(environment.parsed_options, "tradelab_run_id", "") or "unnamed"
+
+
+def ledger_for(environment) -> Ledger | None:
+    """This process's ledger for the current run; None when no ledger directory is set."""
+    global _warned_no_ledger
+    directory = os.environ.get(LEDGER_DIR_ENV)
+    if not directory:
+        if not _warned_no_ledger:
+            log.warning("%s is not set: orders are not written to a ledger", LEDGER_DIR_ENV)
+            _warned_no_ledger = True
+        return None
+    rid = run_id(environment)
+    if rid not in _ledgers:
+        _ledgers[rid] = Ledger(directory, rid)
+    return _ledgers[rid]
+
+
+def close_ledgers() -> None:
+    while _ledgers:
+        _ledgers.popitem()[1].close()
+
+
+def symbols(environment) -> list[str]:
+    """The lab's symbols: --tradelab-symbols / TRADELAB_SYMBOLS ("AAPL,MSFT" or "[AAPL, MSFT]")."""
+    text = getattr(environment.parsed_options, "tradelab_symbols", "") or ""
+    found = [s.strip("'\"") for s in re.split(r"[\s,\[\]]+", text) if s.strip("'\"")]
+    return found or list(DEFAULT_SYMBOLS)
+
+
+def new_order(symbol_list: list[str]) -> dict:
+    order = {
+        "client_order_id": f"load-{uuid.uuid4().hex}",
+        "symbol": random.choice(symbol_list),
+        "side": random.choice(("BUY", "SELL")),
+        "quantity": random.randint(1, 500),
+    }
+    if random.random() < 0.5:  # half are limit orders, priced to the cent
+        order["limit_price"] = round(random.uniform(10, 900), 2)
+    return order
+
+
+def place_order(user) -> int | None:
+    """POST one new order; the trade id once acknowledged, else None."""
+    # The order is seen through in a greenlet of its own: when Locust stops a user it can
+    # kill it mid-request, and an order the api then commits would never be acknowledged.
+    return gevent.spawn(_place_order, user).get()
+
+
+def _place_order(user) -> int | None:
+    order = new_order(symbols(user.environment))
+    key = order["client_order_id"]
+    ledger = ledger_for(user.environment)
+    if ledger:
+        ledger.attempted(key)
+    COUNTERS.orders["attempted"] += 1
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        with user.client.post("/trades", json=order, name="/trades",
+                              catch_response=True) as resp:
+            code = resp.status_code
+            if code in (200, 201):
+                try:
+                    trade_id = int(resp.json()["id"])
+                except (ValueError, KeyError, TypeError):
+                    resp.failure(f"{code} without a trade id in the body")
+                    return None
+                resp.success()
+                if ledger:
+                    ledger.acknowledged(key, trade_id, code)
+                COUNTERS.orders["acknowledged"] += 1
+                return trade_id
+            if code != 503 or attempt == MAX_ATTEMPTS or _stopping(user):
+                resp.failure(_describe(resp))
+                return None
+            delay = _retry_after(resp.headers.get("Retry-After"))
+            resp.failure(f"503, retrying after {delay:g}s with the same client_order_id")
+        COUNTERS.orders["retried"] += 1
+        gevent.sleep(delay)
+    return None
+
+
+def _stopping(user) -> bool:
+    return getattr(user.environment.runner, "state", "") in ("stopping", "cleanup", "stopped")
+
+
+def read_trade(user, trade_id: int) -> None:
+    user.client.get(f"/trades/{trade_id}", name="/trades/[id]")
+
+
+def _describe(resp) -> str:
+    # The error code, not the message: messages carry ids and would split Locust's error table.
+    try:
+        return f"{resp.status_code} {resp.json().get('error', '')}".strip()
+    except (ValueError, AttributeError, TypeError):
+        return f"{resp.status_code} {getattr(resp, 'error', '') or ''}".strip()
+
+
+def _retry_after(value: str | None) -> float:
+    try:
+        return min(max(float(value), 0.1), MAX_RETRY_AFTER_S)
+    except (TypeError, ValueError):
+        return 1.0  # absent, or an HTTP date: a short pause is a safe guess
