@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,9 @@ def prepare_multiproc_dir() -> Path:
     else:
         path = Path(tempfile.mkdtemp(prefix="tradelab-api-metrics-"))
         os.environ[MULTIPROC_ENV] = str(path)
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None:  # imported too early: switch it to multiprocess values now
+        values.ValueClass = values.get_value_class()
     return path
 
 
