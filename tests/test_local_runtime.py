@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -299,3 +300,25 @@ def test_lab_under_private_dir_keeps_cluster_outside(tmp_path):
     finally:
         remove_postgres_data(lab)
     assert not link.is_symlink() and not real.parent.exists()
+
+
+def test_bundled_server_under_private_dir_is_copied_where_postgres_can_run_it(tmp_path):
+    """pgserver's binaries in root's 0700 home cannot be run by `postgres`: a copy can."""
+    if os.geteuid() != 0:
+        pytest.skip("only root runs the server as another user")
+    from tradelab.db.cluster import find_bindir
+    from tradelab.runtimes.local_postgres import server_bindir
+
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    install = private / "pginstall"
+    shutil.copytree(find_bindir().parent, install, symlinks=True)
+    copy = server_bindir(install / "bin", create=True)
+    try:
+        assert not copy.is_relative_to(private)
+        result = subprocess.run([str(copy / "postgres"), "--version"], user="postgres",
+                                capture_output=True, text=True, cwd="/")
+        assert result.returncode == 0 and "PostgreSQL" in result.stdout, result.stderr
+        assert server_bindir(install / "bin") == copy  # found again, not copied again
+    finally:
+        shutil.rmtree(copy.parent, ignore_errors=True)

@@ -33,6 +33,7 @@ from tradelab.runtimes.local_postgres import (
     postgres_data_dir,
     prepare,
     remove_postgres_data,
+    server_bindir,
 )
 from tradelab.runtimes.supervisor import Supervisor
 
@@ -287,46 +288,58 @@ class LocalRuntime:
         if "postgres" in wanted and not running:
             postgres_data_dir(self.lab, create=True)
             cluster = self.plan.cluster
+            server_bindir(create=True)  # as root, a copy the postgres user can run, if need be
             if not cluster.initialised():
                 self.echo(f"initialising PostgreSQL in {cluster.data_dir}")
             prepare(cluster, self.lab.secret("postgres_password"))
 
     def _start_in_order(self, wanted: list[str], deadline: float) -> None:
-        rpc = self.supervisor.rpc
-        for phase in self.plan.phases(wanted):
-            todo = self._not_running(phase)
-            for name in todo:
-                self.echo(f"starting {name}")
-                rpc.startProcessGroup(name, False)
-            for name in phase:
-                self._wait_ready(name, deadline, announce=name in todo)
-                if name == "postgres":
-                    admin = self.plan.admin_url("postgres")
-                    if ensure_database(admin, lp.DB_NAME):
-                        self.echo(f"created database {lp.DB_NAME}")
-
-    def _wait_ready(self, name: str, deadline: float, announce: bool = True) -> None:
-        spec = self.plan.by_name[name]
-        while True:
-            info = self.supervisor.process_info().get(name, {"statename": "UNKNOWN"})
-            state = info["statename"]
-            if spec.oneshot:
-                if state == "EXITED" and info["exitstatus"] == 0:
-                    if announce:
-                        self.echo(f"{name} finished")
-                    return
-                if state in ("EXITED", "FATAL") or (state == "BACKOFF"):
-                    raise self._failure(name, f"{name} failed (exit {info['exitstatus']})")
-            elif state == "FATAL":
-                raise self._failure(name, f"{name} keeps exiting at start")
-            elif state == "RUNNING" and lp.probe(spec, self.settings, self.lab):
-                if announce:
-                    self.echo(f"{name} healthy")
+        """Start each service as soon as what it depends on is ready; wait for all."""
+        todo = set(self._not_running(wanted))
+        deps = self.plan.dependencies(wanted)
+        started: list[str] = []
+        ready: set[str] = set()
+        while len(ready) < len(wanted):
+            for name in wanted:
+                if name not in started and all(d in ready for d in deps[name]):
+                    if name in todo:
+                        self.echo(f"starting {name}")
+                        self.supervisor.rpc.startProcessGroup(name, False)
+                    started.append(name)
+            infos = self.supervisor.process_info()
+            for name in started:
+                if name not in ready and self._ready(name, infos, announce=name in todo):
+                    ready.add(name)
+            if len(ready) == len(wanted):
                 return
             if time.monotonic() > deadline:
-                raise self._failure(name, f"{name} did not become healthy in time "
-                                          f"({spec.health_text})")
-            time.sleep(0.25)
+                late = next(n for n in started if n not in ready)
+                raise self._failure(late, f"{late} did not become healthy in time "
+                                          f"({self.plan.by_name[late].health_text})")
+            time.sleep(0.2)
+
+    def _ready(self, name: str, infos: dict[str, dict], announce: bool) -> bool:
+        """One look at a started service: ready, not yet, or a TradelabError if it failed."""
+        spec = self.plan.by_name[name]
+        info = infos.get(name, {"statename": "UNKNOWN", "exitstatus": None})
+        state = info["statename"]
+        if spec.oneshot:
+            if state == "EXITED" and info["exitstatus"] == 0:
+                if announce:
+                    self.echo(f"{name} finished")
+                return True
+            if state in ("EXITED", "FATAL", "BACKOFF"):
+                raise self._failure(name, f"{name} failed (exit {info['exitstatus']})")
+            return False
+        if state == "FATAL":
+            raise self._failure(name, f"{name} keeps exiting at start")
+        if state != "RUNNING" or not lp.probe(spec, self.settings, self.lab):
+            return False
+        if name == "postgres" and ensure_database(self.plan.admin_url("postgres"), lp.DB_NAME):
+            self.echo(f"created database {lp.DB_NAME}")
+        if announce:
+            self.echo(f"{name} healthy")
+        return True
 
     def _failure(self, name: str, message: str) -> TradelabError:
         paths = self.supervisor.log_files(name) or [self.supervisor.log_file(name)]

@@ -20,7 +20,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tradelab.db.cluster import PostgresCluster
+from tradelab.db.cluster import PostgresCluster, find_bindir
 from tradelab.runtimes.supervisor import Program
 
 OUTSIDE_ROOT = Path("/var/lib/tradelab")
@@ -42,6 +42,28 @@ def postgres_data_dir(lab, create: bool = False) -> Path:
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(outside)
     return outside
+
+
+def server_bindir(bindir: Path | None = None, create: bool = False) -> Path:
+    """The server binaries, where the `postgres` user can run them.
+
+    The `pgserver` wheel's bundled server sits in root's site-packages, under a 0700
+    /root when root installed it: then a copy in /var/lib/tradelab (made once, with
+    `create`) is what runs."""
+    bindir = bindir or find_bindir()
+    if os.geteuid() != 0 or _reachable_by("postgres", bindir / "postgres"):
+        return bindir
+    digest = hashlib.sha256(str(bindir).encode()).hexdigest()[:10]
+    copy = OUTSIDE_ROOT / f"pginstall-{digest}"
+    if create and not (copy / "bin" / "postgres").exists():
+        OUTSIDE_ROOT.mkdir(parents=True, exist_ok=True)
+        os.chmod(OUTSIDE_ROOT, 0o755)
+        tmp = OUTSIDE_ROOT / f".pginstall-{digest}.{os.getpid()}"
+        shutil.copytree(bindir.parent, tmp, symlinks=True,
+                        ignore=shutil.ignore_patterns("include"))
+        os.chmod(tmp, 0o755)
+        tmp.rename(copy)
+    return copy / "bin"
 
 
 def _existing(path: Path) -> Path:

@@ -3,7 +3,7 @@
     plan = build_plan(settings, lab, postgres_data_dir(lab))
     plan.services                # every service of the Stack, in start order
     plan.by_name["api"].program  # a supervisor Program, or None when unavailable here
-    plan.phases(plan.select())   # [[postgres, prometheus, ...], [migrate], [api, engine]]
+    plan.dependencies(plan.select())   # {"api": ["migrate"], "migrate": ["postgres"], ...}
     probe(plan.by_name["api"], settings, lab)   # one health check (GET /readyz ...)
 
 Commands, environment, ports and health checks come from `build_stack(settings, lab,
@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from tradelab.db.cluster import PostgresCluster
-from tradelab.runtimes.local_postgres import postgres_program
+from tradelab.runtimes.local_postgres import postgres_program, server_bindir
 from tradelab.runtimes.supervisor import Program
 from tradelab.stack import DB_NAME, Service, build_stack
 
@@ -101,16 +101,10 @@ class Plan:
         without = [n for n in (without or []) if n not in self.by_name or n in here]
         return self.stack.subset(here).select(only, without)
 
-    def phases(self, names: list[str]) -> list[list[str]]:
-        """`names` in waves: each wave depends only on earlier ones."""
-        depth: dict[str, int] = {}
-        for name in self.stack.start_order(names):
-            deps = [d.service for d in self.stack.services[name].depends_on if d.service in names]
-            depth[name] = 1 + max((depth[d] for d in deps), default=-1)
-        waves: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
-        for name, d in depth.items():
-            waves[d].append(name)
-        return waves
+    def dependencies(self, names: list[str]) -> dict[str, list[str]]:
+        """name -> the services among `names` it must wait for."""
+        return {n: [d.service for d in self.stack.services[n].depends_on if d.service in names]
+                for n in names}
 
     def programs(self) -> list[Program]:
         return [s.program for s in self.by_name.values() if s.program is not None]
@@ -122,7 +116,8 @@ class Plan:
 def build_plan(settings, lab, pg_data_dir: Path) -> Plan:
     stack = build_stack(settings, lab, runtime="local")
     pg = stack.services["postgres"]
-    cluster = PostgresCluster(pg_data_dir, port=pg.port("postgres").container, host=HOST)
+    cluster = PostgresCluster(pg_data_dir, port=pg.port("postgres").container, host=HOST,
+                              bindir=server_bindir())
     multiproc = lab.state_dir / "local" / "api-metrics"
     by_name: dict[str, LocalService] = {}
     directories = [lab.state_dir, multiproc]
