@@ -38,7 +38,8 @@ LOADTEST_DIR = Path(__file__).parent / "loadtest"
 # profile -> (locustfile, LoadTestShape class); user type -> (locustfile, User class)
 SHAPES = {"steady": ("steady.py", "SteadyShape"), "spike": ("spike.py", "SpikeShape"),
           "market-open": ("market_open.py", "MarketOpenShape")}
-USERS = {"trader": ("trader.py", "TraderUser"), "reader": ("reader.py", "ReaderUser")}
+USERS = {"trader": ("trader.py", "TraderUser"), "reader": ("reader.py", "ReaderUser"),
+         "index": ("index.py", "IndexUser")}
 ACTIVE = ("spawning", "running")
 UNFINISHED = (*ACTIVE, "stopping", "cleanup")  # stopping: users finish their request in flight
 STATS_CACHE_S = 2.2  # Locust memoizes /stats/requests for 2 s

@@ -39,7 +39,9 @@ def load_cli(
     profile: Annotated[str, typer.Option(
         "--profile", help="steady | spike | market-open.")] = "steady",
     user_type: Annotated[str, typer.Option(
-        "--user-type", help="trader (writes and reads) | reader (read-heavy).")] = "trader",
+        "--user-type",
+        help="trader (writes and reads) | reader (read-heavy) | index (GET / flat out).",
+    )] = "trader",
     workers: Annotated[int | None, typer.Option(
         "--workers", min=0, show_default=False,
         help="Worker processes (locally) or worker containers (on the lab).")] = None,
@@ -156,7 +158,7 @@ def _print_summary(result) -> None:
     for error in sorted(result.errors, key=lambda e: -e.get("occurrences", 0))[:5]:
         typer.echo(f"  {error.get('occurrences')}x {error.get('method')} {error.get('name')}: "
                    f"{error.get('error')}")
-    if result.ledger is not None:
+    if result.ledger is not None and result.ledger.attempted:
         typer.echo(f"orders: {len(result.ledger.attempted)} attempted, "
                    f"{len(result.ledger.acknowledged)} acknowledged "
                    f"(ledger: {result.ledger.run_dir})")
