@@ -373,6 +373,14 @@ def test_fault_pages_in_time_and_resolves(rule_files, tmp_path, fault, alertname
     promtool_test(rule_files, lab, off + minutes(36), checks, tmp_path)
 
 
+def test_two_failures_among_a_new_labs_first_trades_do_not_page(rule_files, tmp_path):
+    """Two FAILED trades among the first 90 are 2.2%, over 14.4x a 0.1% budget in every
+    window a lab that young has; the page also wants 3 bad events in 5 minutes."""
+    lab = Lab(failure_rate=lambda t: 1 / 30 if 15 <= t < 45 else 0.0)
+    checks = [Check(s, [], severity="page") for s in (30, 45, 60, 120, 240)]
+    promtool_test(rule_files, lab, 180, checks, tmp_path)
+
+
 def test_young_lab_pages_even_sooner(rule_files, tmp_path):
     """Healthy for only 75 minutes: the 6h window holds 75 minutes, so the 6x/30m
     condition is reached first (60% failures: ~1 minute)."""
