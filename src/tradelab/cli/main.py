@@ -14,12 +14,38 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
+try:  # typer >= 0.29 ships its own copy of click; older releases use click itself
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_errors
+
 from tradelab import __version__
 from tradelab.errors import TradelabError
 
 
 class _Group(TyperGroup):
-    """Turns a TradelabError anywhere below into one line on stderr and exit 1."""
+    """Turns a TradelabError anywhere below into one line on stderr and exit 1,
+    and a usage mistake (bad flag or value) into one line and exit 2."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):  # noqa: D102
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except click_errors.NoArgsIsHelpError as exc:
+            typer.echo(exc.ctx.get_help())
+            sys.exit(0)
+        except click_errors.UsageError as exc:
+            hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+            typer.echo(f"error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click_errors.ClickException as exc:
+            typer.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click_errors.Abort:
+            typer.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx):  # noqa: D102
         try:
