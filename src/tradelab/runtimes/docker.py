@@ -62,6 +62,26 @@ def connect(timeout: int = 60):
     return client
 
 
+def _translated(method):
+    """SDK errors nobody translated closer to the call become one line (no traceback)."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        import requests
+        from docker.errors import DockerException
+
+        try:
+            return method(self, *args, **kwargs)
+        except requests.ConnectionError:
+            raise TradelabError(NOT_REACHABLE) from None
+        except DockerException as exc:
+            raise TradelabError(f"Docker refused {method.__name__.replace('_', ' ')}: "
+                                f"{_explain(exc)}") from None
+
+    return wrapper
+
+
 @dataclass
 class ContainerSpec:
     """One container of a service: create() arguments, files copied in, identifying hash."""
@@ -120,6 +140,7 @@ class DockerRuntime:
 
     # -- up --------------------------------------------------------------------------------
 
+    @_translated
     def up(self, only: list[str] | None = None, without: list[str] | None = None,
            build: bool = True, timeout: float = 300) -> list[ServiceStatus]:
         names = self.stack.select(only, without)
@@ -138,7 +159,8 @@ class DockerRuntime:
                 svc = self.stack.services[name]
                 for dep in svc.depends_on:
                     if (dep.service, dep.condition) not in met:
-                        self.wait_for(dep.service, dep.condition, deadline, timeout)
+                        self.wait_for(dep.service, dep.condition, deadline, timeout,
+                                      probe=True)
                         met.add((dep.service, dep.condition))
                 self.ensure_service(svc, images, created)
             for name in names:
@@ -197,18 +219,22 @@ class DockerRuntime:
         return keys[0] if keys else svc.name.split("-")[0]
 
     def ensure_network(self, created: _Created) -> None:
-        from docker.errors import NotFound
+        from docker.errors import APIError, NotFound
 
         try:
             self.client.networks.get(self.stack.network)
         except NotFound:
-            self.client.networks.create(
-                self.stack.network, driver="bridge",
-                labels={LABEL_PROJECT: self.stack.project, LABEL_NETWORK: "default"})
+            try:
+                self.client.networks.create(
+                    self.stack.network, driver="bridge",
+                    labels={LABEL_PROJECT: self.stack.project, LABEL_NETWORK: "default"})
+            except APIError as exc:
+                raise TradelabError(f"cannot create network {self.stack.network}: "
+                                    f"{_explain(exc)}") from None
             created.network = self.stack.network
 
     def ensure_volumes(self, names: list[str], created: _Created) -> None:
-        from docker.errors import NotFound
+        from docker.errors import APIError, NotFound
 
         for n in names:  # like compose's create_host_path: a missing bind folder is made
             for m in self.stack.services[n].mounts:
@@ -221,8 +247,11 @@ class DockerRuntime:
             try:
                 self.client.volumes.get(name)
             except NotFound:
-                self.client.volumes.create(
-                    name, labels={LABEL_PROJECT: self.stack.project, LABEL_VOLUME: key})
+                try:
+                    self.client.volumes.create(
+                        name, labels={LABEL_PROJECT: self.stack.project, LABEL_VOLUME: key})
+                except APIError as exc:
+                    raise TradelabError(f"cannot create volume {name}: {_explain(exc)}") from None
                 created.volumes.append(name)
 
     def ensure_service(self, svc: Service, images: dict[str, str], created: _Created) -> None:
@@ -336,8 +365,14 @@ class DockerRuntime:
             raise TradelabError(f"cannot start service {svc.name}: {text}") from None
         container.reload()
 
-    def wait_for(self, name: str, condition: str, deadline: float, timeout: float) -> None:
-        """Until `condition` holds for every replica; a failure names its last log lines."""
+    def wait_for(self, name: str, condition: str, deadline: float, timeout: float,
+                 probe: bool = False) -> None:
+        """Until `condition` holds for every replica; a failure names its last log lines.
+
+        With `probe` (a dependency others wait for), the service's health check is also
+        run here, right away: Docker 20.10 runs the first check only one interval after
+        the start, and every link of the dependency chain would wait that long.
+        """
         last: tuple | None = None
         while True:
             containers = self.containers(name)
@@ -346,6 +381,11 @@ class DockerRuntime:
             states = [_state(c) for c in containers]
             if all(_meets(s, condition) for s in states):
                 self.echo(f"{name}: {_describe(states[0], condition)}")
+                return
+            if probe and condition == "service_healthy" and all(
+                    s["Status"] == "running" for s in states) and all(
+                    self._probe(c, self.stack.services[name]) for c in containers):
+                self.echo(f"{name}: ready")
                 return
             for c, s in zip(containers, states, strict=True):
                 # "restarting": it crashed and Docker's restart policy is looping it.
@@ -365,6 +405,17 @@ class DockerRuntime:
                     f"{_tail(containers[0])}")
             time.sleep(POLL_S)
 
+    def _probe(self, container, svc: Service) -> bool:
+        """Run the service's health check command in the container now: True on exit 0."""
+        if svc.healthcheck is None:
+            return True
+        kind, *rest = svc.healthcheck.test
+        cmd = ["/bin/sh", "-c", rest[0]] if kind == "CMD-SHELL" else rest
+        try:
+            return container.exec_run(cmd, user=svc.user or "").exit_code == 0
+        except Exception:  # noqa: BLE001 - not answering yet is the common case
+            return False
+
     def _undo(self, created: _Created) -> None:
         if not (created.containers or created.network or created.volumes):
             return
@@ -378,18 +429,27 @@ class DockerRuntime:
 
     # -- down, status, logs, runtime faults ------------------------------------------------
 
+    @_translated
     def down(self, volumes: bool = False) -> None:
         """Remove every container and the network; the data volumes too with `volumes`."""
         for container in self.containers():
             self.echo(f"removing {container.name}")
             _remove(container)
+        from docker.errors import APIError
+
         for net in self.client.networks.list(filters=self._filters()):
-            net.remove()
+            try:
+                net.remove()
+            except APIError as exc:
+                raise TradelabError(
+                    f"cannot remove network {net.name}: {_explain(exc)} (a container outside "
+                    f"the lab is attached: `docker network inspect {net.name}`)") from None
         if volumes:
             for vol in self.client.volumes.list(filters=self._filters()):
                 self.echo(f"removing volume {vol.name}")
                 vol.remove(force=True)
 
+    @_translated
     def status(self) -> list[ServiceStatus]:
         found: dict[str, list] = {}
         for c in self.containers():
@@ -412,9 +472,11 @@ class DockerRuntime:
             out.append(ServiceStatus(name, state["Status"], health, url, detail))
         return out
 
+    @_translated
     def is_up(self) -> bool:
         return bool(self.containers())
 
+    @_translated
     def logs(self, service: str, follow: bool = False, tail: int | None = 100) -> None:
         container = self._require(service)
         kwargs: dict[str, Any] = {"tail": tail if tail is not None else "all"}
@@ -426,14 +488,17 @@ class DockerRuntime:
             sys.stdout.write(container.logs(**kwargs).decode(errors="replace"))
             sys.stdout.flush()
 
+    @_translated
     def stop_service(self, service: str) -> None:
         self._require(service).stop(timeout=STOP_TIMEOUT_S)
 
+    @_translated
     def start_service(self, service: str) -> None:
         container = self._require(service)
         if container.status != "running":
             self._start(container, self._service(service))
 
+    @_translated
     def kill_service(self, service: str) -> None:
         """SIGKILL, as a crash: Docker does not restart a killed container by itself."""
         from docker.errors import APIError
