@@ -20,6 +20,7 @@ import requests
 from conftest import free_port, make_database
 from typer.testing import CliRunner
 
+from tradelab import load
 from tradelab.cli.main import app
 from tradelab.loadtest import _profiles
 from tradelab.loadtest._ledger import Ledger, read_ledger
@@ -157,6 +158,43 @@ def test_master_metrics_are_scraped_by_prometheus_and_stop_ends_the_run(api, lab
             run.wait()
         if prometheus is not None:
             _stop(prometheus)
+
+
+def test_a_lab_master_is_driven_through_its_web_api(api, lab, tmp_path, monkeypatch):
+    # A master and a worker as the lab runs them: every scenario, the class picker,
+    # the worker's ledger in <lab>/state/load.
+    url, database = api
+    loadtest = Path(load.__file__).parent / "loadtest"
+    web, bus = free_port(), free_port()
+    env = {**os.environ, "TRADELAB_LOAD_LEDGER_DIR": str(lab / "state" / "load")}
+    locust = [sys.executable, "-m", "locust", "-f", str(loadtest)]
+    procs = [subprocess.Popen([*locust, "--master", "--class-picker", "--host", url,
+                               "--web-host", "127.0.0.1", "--web-port", str(web),
+                               "--master-bind-host", "127.0.0.1", "--master-bind-port",
+                               str(bus), "--stop-timeout", "10"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    procs.append(subprocess.Popen([*locust, "--worker", "--master-port", str(bus)], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    monkeypatch.setenv("TRADELAB_PORTS__LOCUST", str(web))
+    monkeypatch.setenv("TRADELAB_PORTS__API", url.rsplit(":", 1)[1])
+    try:
+        master = f"http://127.0.0.1:{web}"
+        _wait_for(lambda: requests.get(master + "/stats/requests", timeout=1).json()
+                  .get("worker_count") == 1, 60, "the worker to join the master")
+        result = CliRunner().invoke(app, ["load", "--users", "6", "--spawn-rate", "6",
+                                          "--duration", "6s", "--profile", "spike", "--json"])
+    finally:
+        for proc in procs:
+            _stop(proc)
+    assert result.exit_code == 0, result.output
+    assert "no 'spike' shape" not in result.stderr  # the master ran the profile's shape
+    summary = json.loads(result.stdout)
+    assert summary["mode"] == "lab" and summary["target"] == url
+    assert summary["requests"] > 0 and summary["failures"] == 0
+    acknowledged = summary["orders"]["acknowledged"]
+    assert acknowledged == summary["by_endpoint"]["POST /trades"]["requests"] > 0
+    ledger = read_ledger(Path(summary["orders"]["ledger"]))
+    assert _count_trades(database, ledger.acknowledged) == acknowledged
 
 
 def _start_prometheus(master_url: str, tmp_path: Path) -> tuple[subprocess.Popen, str]:

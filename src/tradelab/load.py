@@ -271,7 +271,8 @@ def drive_master(settings, lab, url: str, options: LoadOptions,
                                   deadline=_deadline(options))
     if report is None:
         raise TradelabError(f"the lab's Locust master ({url}) stopped answering")
-    result = result_from_report(report, target=url, mode="lab", run_id=run_id)
+    target = answer.get("host") or f"the api of the master at {url}"
+    result = result_from_report(report, target=target, mode="lab", run_id=run_id)
     run_dir = lab.state_dir / "load" / run_id
     result.ledger = read_ledger(run_dir) if run_dir.is_dir() else None
     result.interrupted = interrupted
