@@ -247,8 +247,8 @@ def test_second_up_changes_nothing(lab):
     lab.run("up", "--runtime", "docker", "--without", WITHOUT)
     before = lab.ids()
     result = lab.run("up", "--runtime", "docker", "--without", WITHOUT)
-    assert lab.ids() == before
-    assert "creating" not in result.output and "building" not in result.output
+    assert lab.ids() == before, result.output
+    assert "creating" not in result.output and "building" not in result.output, result.output
 
 
 def test_changed_setting_recreates_only_what_it_affects(lab):
