@@ -164,7 +164,18 @@ def test_database_outage_is_503_then_recovers_without_restart(db, tmp_path):
     env = {"TRADELAB_API__DB_TIMEOUT_S": "1"}
     with ApiServer(db.app_url, tmp_path, workers=2, env=env) as api:
         assert post(api, unique()).status_code == 201
+        # Meanwhile a client keeps ordering: through the stop and the restart it must
+        # only ever see 201 or 503, never a 500 from a connection broken mid-use.
+        background, stop_background = [], threading.Event()
+
+        def keep_ordering():
+            while not stop_background.is_set():
+                background.append(post(api, unique()).status_code)
+
+        client = threading.Thread(target=keep_ordering, daemon=True)
+        client.start()
         try:
+            time.sleep(0.5)
             db.cluster.stop()
             asked = time.monotonic()
             r = post(api, unique(), timeout=15)
@@ -189,6 +200,9 @@ def test_database_outage_is_503_then_recovers_without_restart(db, tmp_path):
         assert codes[-3:] == [201, 201, 201], codes
         assert set(codes) <= {201, 503}, codes
         recovered_in = time.monotonic() - restarted
+        stop_background.set()
+        client.join(timeout=30)
+        assert set(background) <= {201, 503} and 503 in background, set(background)
         assert requests.get(api.url + "/readyz", timeout=15).status_code == 200
         log = api.output()
     print(f"503 after {answered_in:.2f} s; 201 again {recovered_in:.2f} s after the restart")
