@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 from tradelab.errors import TradelabError
-from tradelab.stack import ALL_SERVICES, Service, Stack, build_stack
+from tradelab.stack import ALL_SERVICES, APP_IMAGE, Service, Stack, build_stack
 
 MANIFEST = ".tradelab-rendered"
 _VERBATIM_SUFFIXES = (".json",)
@@ -143,7 +143,7 @@ def _missing(exc: Exception) -> str:
 def render_files(settings, lab, stack: Stack) -> dict[str, bytes]:
     """Output path (relative, posix) -> content, for every file the stack needs."""
     env = environment()
-    context = {"settings": settings, "stack": stack, "lab": lab}
+    context = {"settings": settings, "stack": stack, "lab": lab, "app_image": APP_IMAGE}
     files: dict[str, bytes] = {}
     for name in template_names():
         if not wanted(name, stack):

@@ -42,7 +42,7 @@ class _Group(TyperGroup):
         except click_errors.ClickException as exc:
             typer.echo(f"error: {exc.format_message()}", err=True)
             sys.exit(exc.exit_code)
-        except click_errors.Abort:
+        except typer.Abort:
             typer.echo("aborted", err=True)
             sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)

@@ -55,6 +55,7 @@ class LocalRuntime:
     def plan(self) -> lp.Plan:
         """What runs here, built from the Stack (cached: finding binaries costs a little)."""
         if self._plan is None:
+            self.lab.ensure_secrets()  # the programs' environment reads them
             self._plan = lp.build_plan(self.settings, self.lab, postgres_data_dir(self.lab))
         return self._plan
 
