@@ -43,7 +43,8 @@ USERS = {"trader": ("trader.py", "TraderUser"), "reader": ("reader.py", "ReaderU
 ACTIVE = ("spawning", "running")
 UNFINISHED = (*ACTIVE, "stopping", "cleanup")  # stopping: users finish their request in flight
 STATS_CACHE_S = 2.2  # Locust memoizes /stats/requests for 2 s
-AUTOQUIT_S = 10  # a local master lingers this long after its run, so the final stats can be read
+WORKER_REPORT_S = 3.3  # Locust workers send their stats every 3 s
+AUTOQUIT_S = 20  # a local master lingers this long after its run, so the final stats can be read
 
 
 @dataclass
@@ -345,9 +346,27 @@ def _follow(url: str, options: LoadOptions, on_progress, notice, *, alive: Calla
         notice("stopping the load test…")
         _post(url, "/stop")
     if report is not None and alive():
-        time.sleep(STATS_CACHE_S)  # a fresh report, not the memoized one from before the stop
-        report = _stats(url) or report
+        report = _final_report(url, report)
     return report, interrupted
+
+
+def _final_report(url: str, last: dict) -> dict:
+    time.sleep(STATS_CACHE_S)  # a fresh report, not the memoized one from before the stop
+    report = _stats(url) or last
+    if "worker_count" not in report:
+        return report
+    # Workers report every 3 s, and an order still in flight at the stop is finished after
+    # it: wait until a report adds nothing, so the stats count it as the ledger does.
+    for _ in range(3):
+        time.sleep(WORKER_REPORT_S)
+        later = _stats(url)
+        if later is None:
+            break
+        settled = _total_row(later).get("num_requests") == _total_row(report).get("num_requests")
+        report = later
+        if settled:
+            break
+    return report
 
 
 def progress_from(report: dict, elapsed: float, duration: float) -> Progress:
