@@ -56,7 +56,10 @@ def down(settings, lab, runtime: str | None = None, volumes: bool = False) -> st
 
 
 def status_report(settings, lab) -> dict[str, Any]:
-    """{"runtime", "services": [{"name", "state", "health", "url"}, ...], "chaos"}."""
+    """{"runtime", "services": [{"name", "state", "health", "url"}, ...], "chaos", "alerts"}.
+
+    "alerts" lists the alerts firing in Alertmanager, or is None when it cannot be asked.
+    """
     from tradelab.errors import TradelabError
     from tradelab.runtimes import running_runtime, select_runtime
 
@@ -68,6 +71,7 @@ def status_report(settings, lab) -> dict[str, Any]:
         "runtime": rt.name,
         "services": [s.as_dict() for s in rt.status()],
         "chaos": _active_chaos(settings, lab),
+        "alerts": _firing_alerts(settings, rt),
     }
 
 
@@ -78,6 +82,17 @@ def doctor(settings, lab, runtime: str | None = None) -> tuple[str, list[dict[st
     rt = select_runtime(settings, lab, runtime)
     checks = rt.doctor() if hasattr(rt, "doctor") else []
     return rt.name, checks
+
+
+def _firing_alerts(settings, rt) -> list[dict[str, Any]] | None:
+    from tradelab.alerts import AlertmanagerUnavailable, firing_alerts
+
+    if not any(s.name == "alertmanager" and s.state == "running" for s in rt.status()):
+        return None
+    try:
+        return firing_alerts(settings, timeout_s=2.0)
+    except AlertmanagerUnavailable:
+        return None
 
 
 def _active_chaos(settings, lab) -> dict[str, Any]:
@@ -113,12 +128,15 @@ def up_cli(
     lab = lab_from(ctx)
     settings = settings_from(ctx)
     rt, statuses = up(settings, lab, runtime, _names(only), _names(without), build, seconds)
+    if (runtime or settings.runtime) == "auto" and rt.name == "local":
+        typer.echo("no Docker engine answers: using the local runtime (--runtime docker to insist)")
     typer.echo(f"lab {settings.project} is up ({rt.name} runtime, lab directory {lab.root})")
     print_table([{"service": s.name, "state": s.state, "health": s.health, "url": s.url or ""}
                  for s in statuses])
     grafana = lab.secret_path("grafana_admin_password")
     typer.echo(f"Grafana login: admin, password in {grafana}"
-               + ("" if any(s.name == "grafana" for s in statuses) else " (grafana not started)"))
+               + ("" if any(s.name == "grafana" and s.state == "running" for s in statuses)
+                  else " (grafana not started)"))
 
 
 def down_cli(
@@ -147,6 +165,13 @@ def status_cli(
                  for s in report["services"]])
     chaos = report["chaos"]
     typer.echo("chaos: " + (", ".join(sorted(chaos)) if chaos else "off"))
+    alerts = report["alerts"]
+    if alerts is None:
+        typer.echo("alerts: unknown (Alertmanager is not running)")
+    else:
+        typer.echo("alerts: " + (", ".join(f"{a['alertname']} ({a['severity']})" for a in alerts)
+                                 if alerts else "none firing") + ("; see `tradelab alerts`"
+                                                                  if alerts else ""))
 
 
 def logs_cli(
