@@ -265,9 +265,14 @@ def drive_master(settings, lab, url: str, options: LoadOptions,
     if not answer.get("success"):
         raise TradelabError(f"the lab's Locust master refused to start: {answer.get('message')}")
     # No "host" in the form: the master's own --host (the api inside the lab) stays.
+    # Profiles and user types are chosen per run only on a master started with the
+    # class picker (-f <loadtest dir> --class-picker); otherwise its own locustfile runs.
     if shape not in answer.get("message", ""):
         notice(f"note: the lab's Locust master has no {options.profile!r} shape (it needs "
                f"-f <loadtest dir> --class-picker); running a steady ramp instead")
+    if "user_classes" not in answer and options.user_type != "trader":
+        notice(f"note: the lab's Locust master cannot switch to the {options.user_type!r} "
+               "user (it needs --class-picker); running its own users")
     report, interrupted = _follow(url, options, on_progress, notice, alive=lambda: True,
                                   deadline=_deadline(options))
     if report is None:
