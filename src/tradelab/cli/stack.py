@@ -42,7 +42,7 @@ def up(settings, lab, runtime: str | None = None, only: list[str] | None = None,
 def down(settings, lab, runtime: str | None = None, volumes: bool = False) -> str:
     """Take the lab down; a lab that is not running is not an error (nothing to do)."""
     from tradelab.errors import TradelabError
-    from tradelab.runtimes import running_runtime, select_runtime
+    from tradelab.runtimes import docker_available, running_runtime, select_runtime
 
     if runtime:
         rt = select_runtime(settings, lab, runtime)
@@ -50,7 +50,13 @@ def down(settings, lab, runtime: str | None = None, volumes: bool = False) -> st
         try:
             rt = running_runtime(settings, lab)
         except TradelabError:  # nothing runs; `--volumes` may still have data to delete
-            rt = select_runtime(settings, lab, None)
+            if not volumes:
+                return "none"
+            # the data may be of either runtime: delete both kinds
+            kinds = ["local"] + (["docker"] if docker_available() else [])
+            for kind in kinds:
+                select_runtime(settings, lab, kind).down(volumes=True)
+            return " and ".join(kinds)
     rt.down(volumes=volumes)
     return rt.name
 
@@ -147,6 +153,9 @@ def down_cli(
 ) -> None:
     """Stop and remove the lab; its data stays unless --volumes."""
     name = down(settings_from(ctx), lab_from(ctx), runtime, volumes)
+    if name == "none":
+        typer.echo("no lab is running; nothing to do (data kept; delete it with --volumes)")
+        return
     typer.echo(f"lab is down ({name} runtime)" + ("; data deleted" if volumes else
                                                    "; data kept (delete it with --volumes)"))
 
