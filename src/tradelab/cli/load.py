@@ -98,7 +98,7 @@ def status_cli(
         return
     for key, value in status.items():
         if value is not None:
-            typer.echo(f"{key + ':':<11}{value}")
+            typer.echo(f"{key + ':':<12}{value}")
 
 
 @load_app.command("stop")
