@@ -5,7 +5,7 @@
 - Options `--tradelab-run-id` (env TRADELAB_LOAD_RUN_ID) and `--tradelab-symbols`
   (env TRADELAB_SYMBOLS). Locust sends custom options from the master to its workers with
   every spawn, so a run id given to the master (on its command line, or in the /swarm form
-  as `tradelab `load` does) names the ledgers of all workers. Without one, the master
+  as `tradelab load` does) names the ledgers of all workers. Without one, the master
   mints a fresh id for each test it starts.
 - Workers add their order tallies to each stats report; the master sums them.
 - `/metrics` on the master's web UI: Prometheus text format (see _metrics).
