@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from tradelab.lab import Lab
-from tradelab.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # pydantic is imported only when a command reads the settings
+    from tradelab.settings import Settings
 
 
 def lab_from(ctx: typer.Context) -> Lab:
@@ -21,6 +23,8 @@ def lab_from(ctx: typer.Context) -> Lab:
 
 def settings_from(ctx: typer.Context, flags: Mapping[str, Any] | None = None) -> Settings:
     """Effective settings for the lab, with this command's flags on top."""
+    from tradelab.settings import load_settings
+
     return load_settings(lab_from(ctx), flags=flags)
 
 
