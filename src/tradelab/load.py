@@ -267,10 +267,13 @@ def drive_master(settings, lab, url: str, options: LoadOptions,
     # No "host" in the form: the master's own --host (the api inside the lab) stays.
     # Profiles and user types are chosen per run only on a master started with the
     # class picker (-f <loadtest dir> --class-picker); otherwise its own locustfile runs.
+    # A shape run's answer names the shape but not the user classes: the master only
+    # switches shapes with the class picker on, and then it switched the users too.
+    picked = shape in answer.get("message", "") or "user_classes" in answer
     if shape not in answer.get("message", ""):
         notice(f"note: the lab's Locust master has no {options.profile!r} shape (it needs "
                f"-f <loadtest dir> --class-picker); running a steady ramp instead")
-    if "user_classes" not in answer and options.user_type != "trader":
+    if not picked and options.user_type != "trader":
         notice(f"note: the lab's Locust master cannot switch to the {options.user_type!r} "
                "user (it needs --class-picker); running its own users")
     report, interrupted = _follow(url, options, on_progress, notice, alive=lambda: True,

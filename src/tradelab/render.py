@@ -13,7 +13,10 @@ becomes <out>/prometheus/prometheus.yml. The rules, in order:
    rendered only when the stack runs that service; docker-compose.yml only for the
    docker runtime.
 3. The bundled locustfile(s) (tradelab/loadtest/*.py) are copied to <out>/locust/ when
-   the stack runs Locust, so containers mount them from the rendered tree.
+   the stack runs Locust, so containers mount them from the rendered tree. When a
+   service mounts <out>/locust-vendor/ (the Docker runtime's Locust containers), the
+   installed pure-Python prometheus_client is copied there with its license: the
+   official Locust image lacks it and an air-gapped machine cannot pip install it.
 
 Templates see `settings`, `stack` (tradelab.stack.Stack), `lab` and the filters
 `to_yaml` (a whole YAML block from data, sorted keys), `to_json`, `compose` (the
@@ -39,6 +42,8 @@ from tradelab.errors import TradelabError
 from tradelab.stack import ALL_SERVICES, APP_IMAGE, Service, Stack, build_stack
 
 MANIFEST = ".tradelab-rendered"
+VENDOR = "locust-vendor"  # rendered folder of libraries for the Locust containers
+VENDORED = "prometheus_client"  # pure Python, no dependencies: the master's /metrics
 _VERBATIM_SUFFIXES = (".json",)
 
 
@@ -158,7 +163,35 @@ def render_files(settings, lab, stack: Stack) -> dict[str, bytes]:
             for child in folder.iterdir():
                 if child.name.endswith(".py") and child.is_file():
                     files[f"locust/{child.name}"] = child.read_bytes()
+    if any(m.kind == "config" and m.source == VENDOR for svc in stack.services.values()
+           for m in svc.mounts):
+        files.update(vendored_files(VENDORED, VENDOR))
     return dict(sorted(files.items()))
+
+
+def vendored_files(distribution: str, prefix: str) -> dict[str, bytes]:
+    """The installed files of a pure-Python `distribution` ({prefix}/<path>: content):
+    its packages and its license files (under <name>-<version>.dist-info/)."""
+    import importlib.metadata
+
+    try:
+        dist = importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        raise TradelabError(f"{distribution} is not installed here, but the lab's Locust "
+                            f"containers get it from this installation: "
+                            f"pip install {distribution}") from None
+    out: dict[str, bytes] = {}
+    for item in dist.files or []:
+        parts = PurePosixPath(str(item)).parts
+        if not parts or parts[0] == ".." or "__pycache__" in parts or item.suffix == ".pyc":
+            continue  # console scripts live outside site-packages; caches are per machine
+        if parts[0].endswith(".dist-info") and not any(
+                word in item.name.upper() for word in ("LICENSE", "NOTICE", "METADATA")):
+            continue  # RECORD, INSTALLER, ... describe this machine's install, not the code
+        path = Path(str(item.locate()))
+        if path.is_file():
+            out[f"{prefix}/{item}"] = path.read_bytes()
+    return out
 
 
 def render(settings, lab, out: Path | None = None, runtime: str = "docker",

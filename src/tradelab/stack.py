@@ -48,9 +48,12 @@ APP_IMAGE = f"tradelab-app:{__version__}"
 APP_USER = "10001:10001"  # the user the app Dockerfile creates
 SECRETS_DIR_IN_CONTAINER = "/run/secrets"
 STATE_DIR_IN_CONTAINER = "/var/lib/tradelab/state"
-LOCUST_DIR_IN_CONTAINER = "/mnt/locust"
+LOCUST_DIR_IN_CONTAINER = "/mnt/locust"  # <rendered>/locust: the bundled tradelab/loadtest/*.py
+# <rendered>/locust-vendor: pure-Python libraries the locustfiles need and the official
+# Locust image lacks (prometheus_client, for the master's /metrics); on PYTHONPATH.
+# Not inside locust/: `locust -f <folder>` loads every .py file of the tree as a locustfile.
+LOCUST_VENDOR_DIR_IN_CONTAINER = "/mnt/locust-vendor"
 LOAD_DIR_IN_CONTAINER = "/var/lib/tradelab/load"  # order ledgers of load runs
-LOCUSTFILE = "trader.py"  # in tradelab/loadtest/, copied to <rendered>/locust/ by render
 DOCKER_LOG_DIR = "/var/lib/docker/containers"  # json-file logs the log agent tails
 DB_NAME = "tradelab"
 # Every container logs to json-file with these labels copied into each line ("attrs"),
@@ -573,36 +576,43 @@ class _Builder:
             metrics=Metrics("http"), **self._common("alloy"),
         )
 
-    def _locustfile(self) -> tuple[tuple[Mount, ...], str, dict[str, str]]:
-        """Mounts, locustfile path and environment of a Locust process.
+    def _locustfiles(self) -> tuple[tuple[Mount, ...], str, dict[str, str]]:
+        """Mounts, locustfile folder and environment of a Locust process.
 
-        Order ledgers go to <lab>/state/load (read by `tradelab load` and game days); in
-        docker that folder must be writable by the image's user (the runtime sees to it).
+        The whole folder is loaded (every user class and shape), so `tradelab load` picks
+        the user type and profile per run through the master's class picker. Order
+        ledgers go to <lab>/state/load (read by `tradelab load` and game days); in docker
+        that folder must be writable by the image's user (the runtime sees to it).
         """
         ledgers = str(self.lab.state_dir / "load")
         env = self._settings_env("symbols")
         if self.docker:
             mount, folder = self._config("locust", LOCUST_DIR_IN_CONTAINER)
+            vendor, vendor_dir = self._config("locust-vendor", LOCUST_VENDOR_DIR_IN_CONTAINER)
+            env["PYTHONPATH"] = vendor_dir
             env["TRADELAB_LOAD_LEDGER_DIR"] = LOAD_DIR_IN_CONTAINER
-            return ((mount, Mount("bind", ledgers, LOAD_DIR_IN_CONTAINER)),
-                    f"{folder}/{LOCUSTFILE}", env)
+            return (mount, vendor, Mount("bind", ledgers, LOAD_DIR_IN_CONTAINER)), folder, env
         from importlib import resources
 
+        # Local processes run next to this tradelab: its own prometheus_client is there.
         env["TRADELAB_LOAD_LEDGER_DIR"] = ledgers
-        return (), str(resources.files("tradelab") / "loadtest" / LOCUSTFILE), env
+        return (), str(resources.files("tradelab") / "loadtest"), env
 
     def locust_master(self) -> Service:
         web = self._port("web", 8089, self.s.ports.locust)
         master = self._port("master", 5557, None)
-        mounts, locustfile, env = self._locustfile()
+        mounts, locustfiles, env = self._locustfiles()
         api = f"http://{'api' if self.docker else '127.0.0.1'}:{self._port_of_api()}"
         return Service(
             name="locust-master", image=self.s.images["locust"],
             entrypoint=None if self.docker else ("locust",),
-            command=("-f", locustfile, "--master", "--host", api,
+            # --class-picker: without it every user class of the folder runs at once;
+            # with it each run (web UI or `tradelab load`) names its user and shape.
+            # --stop-timeout: at the end users finish the order in flight (the ledgers).
+            command=("-f", locustfiles, "--master", "--class-picker", "--host", api,
                      "--web-host", "0.0.0.0" if self.docker else web.host_ip,
                      "--web-port", str(web.container),
-                     "--master-bind-port", str(master.container)),
+                     "--master-bind-port", str(master.container), "--stop-timeout", "10"),
             environment=env, ports=(web, master), mounts=mounts,
             healthcheck=self._http_check(web, "/", tool="python"),
             metrics=Metrics("web"), web_path="/", **self._common("locust-master"),
@@ -612,11 +622,11 @@ class _Builder:
         return 8000 if self.docker else self.s.ports.api
 
     def locust_worker(self) -> Service:
-        mounts, locustfile, env = self._locustfile()
+        mounts, locustfiles, env = self._locustfiles()
         return Service(
             name="locust-worker", image=self.s.images["locust"],
             entrypoint=None if self.docker else ("locust",),
-            command=("-f", locustfile, "--worker",
+            command=("-f", locustfiles, "--worker",
                      "--master-host", "locust-master" if self.docker else "127.0.0.1",
                      "--master-port", "5557"),
             environment=env, mounts=mounts, replicas=self.s.load_workers,

@@ -53,7 +53,10 @@ def options(parsed_options: object) -> tuple[int, float, float]:
     In the web UI these are the "users", "ramp up" and "run time" fields, because the
     shapes set `use_common_options`; a remote master receives them through /swarm.
     """
-    users = int(getattr(parsed_options, "num_users", None) or DEFAULT_USERS)
+    # /swarm's user count lands in `users` in older Locusts (2.32, the lab's image) and
+    # in `num_users` (the -u option itself) in newer ones.
+    users = int(getattr(parsed_options, "users", None) or getattr(parsed_options, "num_users",
+                                                                  None) or DEFAULT_USERS)
     rate = float(getattr(parsed_options, "spawn_rate", None) or max(1.0, users / 10))
     duration = float(getattr(parsed_options, "run_time", None) or DEFAULT_DURATION_S)
     return users, rate, duration

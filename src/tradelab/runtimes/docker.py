@@ -3,6 +3,7 @@
     runtime = DockerRuntime(settings, lab)
     runtime.up(without=["grafana", "loki", "promtail"], timeout=300)
     runtime.status(); runtime.logs("api", tail=50); runtime.down(volumes=True)
+    runtime.scale("locust-worker", 3)   # until the next `up` (tradelab load --workers 3)
 
 Every object carries the labels docker-compose uses (project, service, container
 number) plus a config hash, and every lookup filters by them: the truth about what
@@ -24,11 +25,12 @@ import sys
 import tarfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from tradelab.errors import TradelabError
+from tradelab.runtimes import docker_health as health
 from tradelab.runtimes import docker_image
 from tradelab.runtimes.base import ServiceStatus
 from tradelab.stack import (
@@ -46,7 +48,6 @@ from tradelab.stack import (
 NOT_REACHABLE = "Docker is not reachable: start Docker or use --runtime local"
 LABEL_NUMBER = "com.docker.compose.container-number"
 STOP_TIMEOUT_S = 10
-POLL_S = 0.5
 
 
 def connect(timeout: int = 60):
@@ -164,12 +165,14 @@ class DockerRuntime:
                         met.add((dep.service, dep.condition))
                 self.ensure_service(svc, images, created)
             for name in names:
-                condition = _condition(self.stack.services[name])
+                condition = health.condition_of(self.stack.services[name])
                 if (name, condition) not in met:
                     self.wait_for(name, condition, deadline, timeout)
         except BaseException:
             self._undo(created)
             raise
+        if build:  # the containers of a replaced app image are gone now: so can it be
+            docker_image.remove_replaced_app_images(self.client)
         return [s for s in self.status() if s.name in names]
 
     def render_configs(self, names: list[str]) -> None:
@@ -237,9 +240,12 @@ class DockerRuntime:
         from docker.errors import APIError, NotFound
 
         for n in names:  # like compose's create_host_path: a missing bind folder is made
-            for m in self.stack.services[n].mounts:
+            svc = self.stack.services[n]
+            for m in svc.mounts:
                 if m.kind == "bind" and not Path(m.source).exists():
                     Path(m.source).mkdir(parents=True, exist_ok=True)
+                if m.kind == "bind" and not m.read_only and svc.user is None:
+                    _writable_by_any_user(Path(m.source))
         keys = {m.source for n in names for m in self.stack.services[n].mounts
                 if m.kind == "volume"}
         for key in sorted(keys):
@@ -287,12 +293,14 @@ class DockerRuntime:
         files = [(s.target, s.source.read_bytes(), owner) for s in svc.secrets]
         for target, data, _ in files:
             digest.update(target.encode() + hashlib.sha256(data).digest())
-        config_hash = svc.spec_hash(extra=digest.hexdigest())
+        # The number of replicas is no part of a replica's identity: scaling adds or
+        # removes containers and leaves the others running, as compose does.
+        config_hash = replace(svc, replicas=1).spec_hash(extra=digest.hexdigest())
         labels = {**self.stack.labels(svc.name, number), LABEL_CONFIG_HASH: config_hash}
         create: dict[str, Any] = {
             "image": image_id,
             "name": self.stack.container_name(svc.name, number),
-            "hostname": svc.name if svc.replicas == 1 else f"{svc.name}-{number}",
+            "hostname": svc.name if number == 1 else f"{svc.name}-{number}",
             "command": list(svc.command) or None,
             "environment": dict(svc.environment),
             "ports": {f"{p.container}/tcp": (p.host_ip, p.host)
@@ -367,54 +375,8 @@ class DockerRuntime:
 
     def wait_for(self, name: str, condition: str, deadline: float, timeout: float,
                  probe: bool = False) -> None:
-        """Until `condition` holds for every replica; a failure names its last log lines.
-
-        With `probe` (a dependency others wait for), the service's health check is also
-        run here, right away: Docker 20.10 runs the first check only one interval after
-        the start, and every link of the dependency chain would wait that long.
-        """
-        last: tuple | None = None
-        while True:
-            containers = self.containers(name)
-            if not containers:
-                raise TradelabError(f"service {name} has no container: run `tradelab up`")
-            states = [_state(c) for c in containers]
-            if all(_meets(s, condition) for s in states):
-                self.echo(f"{name}: {_describe(states[0], condition)}")
-                return
-            if probe and condition == "service_healthy" and all(
-                    s["Status"] == "running" for s in states) and all(
-                    self._probe(c, self.stack.services[name]) for c in containers):
-                self.echo(f"{name}: ready")
-                return
-            for c, s in zip(containers, states, strict=True):
-                # "restarting": it crashed and Docker's restart policy is looping it.
-                if s["Status"] in ("exited", "dead", "restarting") and not _meets(s, condition):
-                    what = "failed" if condition == "service_completed_successfully" else \
-                        "stopped"
-                    raise TradelabError(f"{name} {what} (exit {s.get('ExitCode')}); "
-                                        f"its last log lines:\n{_tail(c)}")
-            now = tuple(_describe(s, condition) for s in states)
-            if now != last:
-                self.echo(f"{name}: waiting ({now[0]})")
-                last = now
-            if time.monotonic() > deadline:
-                raise TradelabError(
-                    f"{name} did not become {_goal(condition)} within {timeout:g}s "
-                    f"(a slow machine: raise --timeout); its last log lines:\n"
-                    f"{_tail(containers[0])}")
-            time.sleep(POLL_S)
-
-    def _probe(self, container, svc: Service) -> bool:
-        """Run the service's health check command in the container now: True on exit 0."""
-        if svc.healthcheck is None:
-            return True
-        kind, *rest = svc.healthcheck.test
-        cmd = ["/bin/sh", "-c", rest[0]] if kind == "CMD-SHELL" else rest
-        try:
-            return container.exec_run(cmd, user=svc.user or "").exit_code == 0
-        except Exception:  # noqa: BLE001 - not answering yet is the common case
-            return False
+        health.wait_for(self.containers, self.stack.services[name], condition, deadline,
+                        timeout, self.echo, probe=probe)
 
     def _undo(self, created: _Created) -> None:
         if not (created.containers or created.network or created.volumes):
@@ -461,15 +423,15 @@ class DockerRuntime:
             if not containers:
                 out.append(ServiceStatus(name, "missing", "n/a", url))
                 continue
-            state = _state(containers[0])
+            state = health.state(containers[0])
             # A stopped container keeps its last health status: not meaningful any more.
-            health = ((state.get("Health") or {}).get("Status") or "none"
-                      if state["Status"] == "running" else "n/a")
+            checked = ((state.get("Health") or {}).get("Status") or "none"
+                       if state["Status"] == "running" else "n/a")
             detail = f"exit {state.get('ExitCode')}" if state["Status"] == "exited" else ""
             if len(containers) > 1:
-                running = sum(_state(c)["Status"] == "running" for c in containers)
+                running = sum(health.state(c)["Status"] == "running" for c in containers)
                 detail = f"{running}/{len(containers)} running"
-            out.append(ServiceStatus(name, state["Status"], health, url, detail))
+            out.append(ServiceStatus(name, state["Status"], checked, url, detail))
         return out
 
     @_translated
@@ -507,6 +469,28 @@ class DockerRuntime:
             self._require(service).kill("SIGKILL")
         except APIError as exc:
             raise TradelabError(f"cannot kill {service}: {_explain(exc)}") from None
+
+    @_translated
+    def scale(self, service: str, replicas: int, timeout: float = 120) -> None:
+        """Run `replicas` containers of `service` (Locust workers) until the next `up`,
+        which goes back to the settings (load_workers)."""
+        if service != "locust-worker":
+            raise TradelabError(f"only locust-worker can be scaled, not {service}")
+        svc = replace(self._service(service), replicas=max(1, replicas))
+        if not any(c.status == "running" for c in self.containers("locust-master")):
+            raise TradelabError("the lab's Locust master is not running: start it with "
+                                "`tradelab up`")
+        images = {svc.image: docker_image.ensure_image(self.client, svc.image,
+                                                       self.image_key(svc), self.echo)}
+        self.echo(f"running {svc.replicas} {service} container(s)")
+        created = _Created()
+        try:
+            self.ensure_service(svc, images, created)
+            health.wait_for(self.containers, svc, health.condition_of(svc),
+                            time.monotonic() + timeout, timeout, self.echo)
+        except BaseException:
+            self._undo(created)
+            raise
 
     def _require(self, service: str):
         self._service(service)
@@ -565,48 +549,6 @@ class DockerRuntime:
         return checks
 
 
-# -- container states ---------------------------------------------------------------------
-
-
-def _condition(svc: Service) -> str:
-    if svc.one_shot:
-        return "service_completed_successfully"
-    return "service_healthy" if svc.healthcheck else "service_started"
-
-
-def _state(container) -> dict[str, Any]:
-    container.reload()
-    return container.attrs["State"]
-
-
-def _meets(state: dict[str, Any], condition: str) -> bool:
-    if condition == "service_completed_successfully":
-        return state["Status"] == "exited" and state.get("ExitCode") == 0
-    if state["Status"] != "running":
-        return False
-    health = (state.get("Health") or {}).get("Status")
-    return condition == "service_started" or health in (None, "healthy")
-
-
-def _describe(state: dict[str, Any], condition: str) -> str:
-    if condition == "service_completed_successfully" and state["Status"] == "exited":
-        return "done" if state.get("ExitCode") == 0 else f"exit {state.get('ExitCode')}"
-    return (state.get("Health") or {}).get("Status") or state["Status"]
-
-
-def _goal(condition: str) -> str:
-    return {"service_completed_successfully": "done", "service_healthy": "healthy"}.get(
-        condition, "running")
-
-
-def _tail(container, lines: int = 20) -> str:
-    try:
-        text = container.logs(tail=lines).decode(errors="replace").rstrip()
-    except Exception:  # noqa: BLE001 - best effort while reporting another error
-        text = ""
-    return text or "(no output)"
-
-
 # -- small helpers ------------------------------------------------------------------------
 
 
@@ -621,6 +563,17 @@ def _port_free(address: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def _writable_by_any_user(folder: Path) -> None:
+    """A bind-mounted folder a container writes into as its image's own user (the
+    official Locust image: `locust`, uid 1000), whose uid is not known here: writable
+    by anyone, sticky like /tmp so no user removes another's files."""
+    try:
+        if folder.stat().st_mode & 0o1777 != 0o1777:
+            folder.chmod(0o1777)
+    except OSError:
+        pass  # not ours to change: the container reports what it cannot write
 
 
 def _tar(files: list[tuple[str, bytes, str | None]]) -> bytes:

@@ -3,6 +3,7 @@
     image_id = ensure_image(client, "postgres:16.6-bookworm", "postgres", echo)
     app_id = ensure_app_image(client, "tradelab:0.1.0", "python:3.12-slim-bookworm",
                               build=True, echo=echo)
+    remove_replaced_app_images(client)   # after `up` recreated the containers of old images
 
 The app image is built from the *installed* package, not from a source checkout: the
 package directory (wherever Python imports `tradelab` from: site-packages after a wheel
@@ -85,8 +86,33 @@ def ensure_app_image(client, ref: str, base_image: str, build: bool,
         except Exception:  # noqa: BLE001 - missing: build it
             pass
         echo(f"building {ref} on {base_image}")
-        return _build(client, Path(tmp), ref, base_image,
-                      _hash_with(context_hash, base_image), echo)
+        image_id = _build(client, Path(tmp), ref, base_image,
+                          _hash_with(context_hash, base_image), echo)
+    remove_replaced_app_images(client)
+    return image_id
+
+
+def remove_replaced_app_images(client) -> int:
+    """Remove app images a rebuild left untagged, unless a container still uses them.
+
+    Each rebuild of changed code moves the tag and leaves the old image behind as
+    <none>. One still used by a container (the lab's own, until `up` recreates it) is
+    refused by Docker and stays until a later call: call this again after that `up`.
+    """
+    from docker.errors import DockerException
+
+    try:
+        stale = client.images.list(filters={"dangling": True, "label": LABEL_CONTEXT_HASH})
+    except DockerException:
+        return 0
+    removed = 0
+    for image in stale:
+        try:
+            client.images.remove(image.id)  # no force: an image in use is refused
+            removed += 1
+        except DockerException:
+            pass
+    return removed
 
 
 def _build(client, context: Path, ref: str, base_image: str, context_hash: str,

@@ -149,9 +149,9 @@ def _local_service(name: str, svc: Service, settings, stack) -> LocalService:
         local.probe_port = svc.port(check.port).container
         local.probe_path = check.path
     if name == "locust-master" or name == "locust-worker":
-        locustfile = Path(svc.command[svc.command.index("-f") + 1])
-        if not locustfile.is_file():
-            local.unavailable = f"no locustfile at {locustfile}"
+        locustfiles = Path(svc.command[svc.command.index("-f") + 1])  # a file or a folder
+        if not locustfiles.exists():
+            local.unavailable = f"no locustfiles at {locustfiles}"
     return local
 
 
