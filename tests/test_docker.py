@@ -136,6 +136,19 @@ def _until(what: str, check, timeout: float = 60, every: float = 0.5):
     pytest.fail(f"timed out waiting for {what}; last: {last!r}")
 
 
+def _poll(check, timeout: float, every: float = 1):
+    """check()'s first true value within `timeout`, else None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if value := check():
+                return value
+        except (requests.RequestException, ValueError):
+            pass
+        time.sleep(every)
+    return None
+
+
 def _order(lab: Lab, key: str) -> requests.Response:
     return requests.post(f"{lab.api}/trades", timeout=10, json={
         "client_order_id": key, "symbol": "AAPL", "side": "BUY", "quantity": 3})
@@ -183,15 +196,73 @@ def test_published_ports_bind_loopback_only(lab):
             assert all(b["HostIp"] == "127.0.0.1" for b in bindings), c.name
 
 
-def test_prometheus_scrapes_api_and_engine(lab):
+def test_prometheus_scrapes_api_engine_and_the_locust_master(lab):
     url = f"http://127.0.0.1:{lab.config['ports']['prometheus']}/api/v1/targets"
+    jobs = ("api", "engine", "locust-master")
+    health: dict = {}
 
-    def both_up():
+    def all_up():
         targets = requests.get(url, timeout=5).json()["data"]["activeTargets"]
-        health = {t["labels"].get("job"): t["health"] for t in targets}
-        return health.get("api") == "up" and health.get("engine") == "up" and health
+        health.update({t["labels"].get("job"): (t["health"], t["lastError"]) for t in targets})
+        return all(health.get(job, ("?",))[0] == "up" for job in jobs)
 
-    _until("Prometheus to scrape api and engine", both_up, timeout=90, every=1)
+    # The master's /metrics needs prometheus_client, which the Locust image lacks:
+    # the lab gives it a copy (<rendered>/locust-vendor on PYTHONPATH).
+    if not _poll(all_up, timeout=90):
+        pytest.fail(f"Prometheus targets not all up: {health}")
+
+
+# -- load on the lab's Locust master ------------------------------------------------------
+
+
+def _rows_of(lab: Lab, client_order_ids) -> int:
+    import psycopg
+
+    from tradelab.lab import Lab as LabDir
+
+    password = LabDir(lab.root).secret("postgres_password")
+    url = (f"postgresql://postgres:{password}@127.0.0.1:{lab.config['ports']['postgres']}"
+           "/tradelab")
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT count(*) FROM trades WHERE client_order_id = ANY(%s)",
+                            (sorted(client_order_ids),)).fetchone()[0]
+
+
+def test_load_on_the_lab_writes_a_ledger_that_matches_the_database(lab):
+    from tradelab.loadtest._ledger import read_ledger
+
+    result = lab.run("load", "--users", "5", "--duration", "10s", "--json")
+    assert "note:" not in result.stderr, result.stderr  # the master ran TraderUser, steady
+    summary = json.loads(result.stdout)
+    assert summary["mode"] == "lab" and summary["failures"] == 0, summary
+    assert "GET /error" in summary["by_endpoint"], summary["by_endpoint"]  # a trader's call
+    # The worker container (the image's user, not root) wrote the ledger in <lab>/state/load.
+    ledger = read_ledger(Path(summary["orders"]["ledger"]))
+    assert ledger.files and ledger.run_id == summary["run_id"]
+    acknowledged = summary["orders"]["acknowledged"]
+    assert acknowledged == len(ledger.acknowledged) > 0
+    assert ledger.unacknowledged == set()
+    assert _rows_of(lab, ledger.attempted) == acknowledged
+
+
+def test_load_with_workers_scales_them_and_up_restores_the_setting(lab):
+    import docker
+
+    def workers() -> list[str]:
+        return sorted(c.name for c in docker.from_env().containers.list(filters={"label": [
+            f"{LABEL_PROJECT}={lab.project}", "com.docker.compose.service=locust-worker"]}))
+
+    assert len(workers()) == 1  # load_workers: 1
+    result = lab.run("load", "--users", "4", "--duration", "6s", "--workers", "2",
+                     "--user-type", "reader", "--profile", "spike", "--json")
+    assert "note:" not in result.stderr, result.stderr  # the class picker took both
+    summary = json.loads(result.stdout)
+    assert summary["requests"] > 0 and summary["failures"] == 0, summary
+    assert "GET /error" not in summary["by_endpoint"]  # only traders call it: readers ran
+    assert workers() == [f"{lab.project}-locust-worker-1", f"{lab.project}-locust-worker-2"]
+    up = lab.run("up", "--runtime", "docker", "--without", WITHOUT, "--no-build")
+    assert "(fewer replicas)" in up.output, up.output
+    assert workers() == [f"{lab.project}-locust-worker-1"]
 
 
 def test_logs_shows_the_service_json_lines(lab):
@@ -365,3 +436,51 @@ def test_app_image_builds_from_a_wheel_install(images, tmp_path):
         assert out.decode().startswith("tradelab ")
     finally:
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+
+
+def test_rebuilt_app_images_leave_no_unused_image_behind(images):
+    """A rebuild moves the tag; the old image goes, unless a container still uses it."""
+    import io
+
+    import docker
+    from docker.errors import ImageNotFound
+
+    from tradelab.runtimes.docker_image import LABEL_CONTEXT_HASH, remove_replaced_app_images
+
+    client = docker.from_env()
+    repo = f"tradelab-test/rebuilt-{uuid.uuid4().hex[:8]}"
+
+    def build(tag: str, content: str) -> str:
+        dockerfile = f"FROM {BASE_IMAGE}\nLABEL test.content={content}\n".encode()
+        image, _ = client.images.build(fileobj=io.BytesIO(dockerfile), tag=f"{repo}:{tag}",
+                                       labels={LABEL_CONTEXT_HASH: content}, rm=True)
+        return image.id
+
+    def exists(image_id: str) -> bool:
+        try:
+            client.images.get(image_id)
+            return True
+        except ImageNotFound:
+            return False
+
+    container = unused = in_use = None
+    made: list[str] = []
+    try:
+        unused = build("a", uuid.uuid4().hex)
+        made.append(build("a", uuid.uuid4().hex))  # moves the tag: `unused` is <none> now
+        in_use = build("b", uuid.uuid4().hex)
+        container = client.containers.create(in_use, ["true"])
+        made.append(build("b", uuid.uuid4().hex))
+        assert exists(unused) and exists(in_use)
+        remove_replaced_app_images(client)
+        assert not exists(unused)
+        assert exists(in_use)  # Docker refuses while a container uses it
+        assert all(exists(i) for i in made)  # tagged images are never touched
+    finally:
+        if container is not None:
+            container.remove(force=True)
+        for image_id in [i for i in (*made, in_use, unused) if i]:
+            try:
+                client.images.remove(image_id, force=True)
+            except Exception:  # noqa: BLE001 - cleanup
+                pass

@@ -225,6 +225,32 @@ def test_killed_api_and_engine_come_back(local_lab):
     assert by_name["engine"].state == "running"
 
 
+def test_load_runs_on_the_lab_master_and_prometheus_scrapes_it(local_lab):
+    runtime = local_lab.runtime()
+    if runtime.plan.by_name["locust-master"].unavailable:
+        pytest.skip(runtime.plan.by_name["locust-master"].unavailable)
+    # A profile and a user type other than the defaults: the lab's master loads every
+    # bundled locustfile with the class picker, so it runs them without a note.
+    result = local_lab.cli("load", "--users", "4", "--duration", "6s", "--profile", "spike",
+                           "--user-type", "reader", "--json")
+    assert result.returncode == 0, result.stderr
+    assert "note:" not in result.stderr, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["mode"] == "lab" and summary["requests"] > 0 and summary["failures"] == 0
+    assert "GET /error" not in summary["by_endpoint"]  # only traders call it
+    assert summary["orders"]["acknowledged"] == summary["orders"]["attempted"] > 0
+
+    prometheus = f"http://127.0.0.1:{local_lab.settings.ports.prometheus}/api/v1/targets"
+
+    def master_target():
+        targets = requests.get(prometheus, timeout=5).json()["data"]["activeTargets"]
+        found = [t for t in targets if t["labels"].get("job") == "locust-master"]
+        return found and found[0]["health"] == "up" and found[0]
+
+    # The master's /metrics answers the scrape (its helper modules are imported at load).
+    wait_for(master_target, 60, "Prometheus to report the locust-master target up")
+
+
 def test_locust_workers_scale_and_up_restores_the_setting(local_lab):
     runtime = local_lab.runtime()
     if runtime.plan.by_name["locust-worker"].unavailable:
