@@ -253,6 +253,7 @@ def test_load_with_workers_scales_them_and_up_restores_the_setting(lab):
             f"{LABEL_PROJECT}={lab.project}", "com.docker.compose.service=locust-worker"]}))
 
     assert len(workers()) == 1  # load_workers: 1
+    first = lab.ids()[f"{lab.project}-locust-worker-1"]
     result = lab.run("load", "--users", "4", "--duration", "6s", "--workers", "2",
                      "--user-type", "reader", "--profile", "spike", "--json")
     assert "note:" not in result.stderr, result.stderr  # the class picker took both
@@ -260,6 +261,7 @@ def test_load_with_workers_scales_them_and_up_restores_the_setting(lab):
     assert summary["requests"] > 0 and summary["failures"] == 0, summary
     assert "GET /error" not in summary["by_endpoint"]  # only traders call it: readers ran
     assert workers() == [f"{lab.project}-locust-worker-1", f"{lab.project}-locust-worker-2"]
+    assert lab.ids()[f"{lab.project}-locust-worker-1"] == first  # added to, not recreated
     up = lab.run("up", "--runtime", "docker", "--without", WITHOUT, "--no-build")
     assert "(fewer replicas)" in up.output, up.output
     assert workers() == [f"{lab.project}-locust-worker-1"]

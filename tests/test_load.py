@@ -274,6 +274,11 @@ def test_shape_options_come_from_locusts_common_options():
         num_users, spawn_rate, run_time = 40, 4.0, 120
 
     assert _profiles.options(Options()) == (40, 4.0, 120.0)
+
+    class Swarmed(Options):  # Locust 2.32 (the lab's image) puts /swarm's count here
+        users = 8
+
+    assert _profiles.options(Swarmed()) == (8, 4.0, 120.0)
     assert _profiles.options(None) == (_profiles.DEFAULT_USERS, 2.0,
                                        _profiles.DEFAULT_DURATION_S)
 

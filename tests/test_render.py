@@ -201,3 +201,24 @@ def test_render_command(lab, tmp_path):
     assert not (tmp_path / "local/docker-compose.yml").exists()
     result = runner.invoke(app, ["--lab-dir", str(lab.root), "render", "--runtime", "k8s"])
     assert result.exit_code != 0
+
+
+def test_locust_containers_get_the_locustfiles_and_a_vendored_prometheus_client(lab, tmp_path):
+    out = rendered(lab, tmp_path / "docker")
+    files = tree(out)
+    # Only the locustfiles in locust/: `locust -f <folder>` walks the whole tree.
+    assert all("/" not in name.removeprefix("locust/") for name in files
+               if name.startswith("locust/"))
+    assert "locust/trader.py" in files and "locust/_hooks.py" in files
+    vendor = out / "locust-vendor"
+    assert any(p.name == "LICENSE" for p in vendor.rglob("*.dist-info/**/*")), files.keys()
+    assert not list(vendor.rglob("*.pyc"))
+    # The copy imports on its own (pure Python): what the master's /metrics needs.
+    probe = subprocess.run(
+        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(vendor)!r}); "
+         "import prometheus_client; print(prometheus_client.__file__)"],
+        capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.startswith(str(vendor)), probe.stdout
+    local = rendered(lab, tmp_path / "local", runtime="local")
+    assert not (local / "locust-vendor").exists()  # local Locust uses this environment's

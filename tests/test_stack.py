@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tradelab.errors import TradelabError
@@ -197,3 +199,22 @@ def test_building_a_stack_touches_nothing(lab):
     stack_for(lab)
     stack_for(lab, "local")
     assert not lab.root.exists()
+
+
+@pytest.mark.parametrize("runtime", ["docker", "local"])
+def test_locust_loads_every_bundled_scenario_with_the_class_picker(lab, runtime):
+    """Without --class-picker a folder would run all its user classes at once, and
+    `tradelab load --profile/--user-type` could not choose per run."""
+    stack = stack_for(lab, runtime)
+    master, worker = stack.services["locust-master"], stack.services["locust-worker"]
+    folder = master.command[master.command.index("-f") + 1]
+    assert worker.command[worker.command.index("-f") + 1] == folder
+    if runtime == "local":
+        assert (Path(folder) / "trader.py").is_file() and (Path(folder) / "spike.py").is_file()
+    else:  # the rendered copy, and the libraries the image lacks on PYTHONPATH
+        mounts = {m.target: m.source for m in master.mounts if m.kind == "config"}
+        assert mounts[folder] == "locust"
+        assert mounts[master.environment["PYTHONPATH"]] == "locust-vendor"
+    assert "--class-picker" in master.command and "--class-picker" not in worker.command
+    stop = master.command.index("--stop-timeout")
+    assert master.command[stop + 1] == "10"  # users finish the order in flight
