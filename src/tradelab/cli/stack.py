@@ -31,11 +31,17 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def up(settings, lab, runtime: str | None = None, only: list[str] | None = None,
-       without: list[str] | None = None, build: bool = True, timeout: float = 300):
-    """Bring the lab up on `runtime`; return (runtime, statuses of the services it runs)."""
+       without: list[str] | None = None, build: bool = True, timeout: float = 300,
+       on_runtime=None):
+    """Bring the lab up on `runtime`; return (runtime, statuses of the services it runs).
+
+    `on_runtime(rt)` is called once the runtime is chosen, before anything starts.
+    """
     from tradelab.runtimes import select_runtime
 
     rt = select_runtime(settings, lab, runtime)
+    if on_runtime:
+        on_runtime(rt)
     return rt, rt.up(only=only, without=without, build=build, timeout=timeout)
 
 
@@ -133,9 +139,14 @@ def up_cli(
     seconds = parse_duration(timeout, what="--timeout")
     lab = lab_from(ctx)
     settings = settings_from(ctx)
-    rt, statuses = up(settings, lab, runtime, _names(only), _names(without), build, seconds)
-    if (runtime or settings.runtime) == "auto" and rt.name == "local":
-        typer.echo("no Docker engine answers: using the local runtime (--runtime docker to insist)")
+
+    def chosen(rt) -> None:
+        if (runtime or settings.runtime) == "auto" and rt.name == "local":
+            typer.echo("no Docker engine answers: using the local runtime "
+                       "(--runtime docker to insist)")
+
+    rt, statuses = up(settings, lab, runtime, _names(only), _names(without), build, seconds,
+                      on_runtime=chosen)
     typer.echo(f"lab {settings.project} is up ({rt.name} runtime, lab directory {lab.root})")
     print_table([{"service": s.name, "state": s.state, "health": s.health, "url": s.url or ""}
                  for s in statuses])
