@@ -351,3 +351,19 @@ def test_settings_error_from_file_is_one_line(tmp_path):
     result = run("config", "show", env={"TRADELAB_HOME": str(lab)})
     assert_one_line_error(result, "invalid setting ports.api (file:")
     assert Path(lab / "tradelab.yaml").read_text() == "ports: {api: many}\n"
+
+
+def test_usage_mistakes_are_one_line_with_exit_2(tmp_path):
+    lab = {"TRADELAB_HOME": str(tmp_path / "lab")}
+    cases = [
+        (["investigate-failures", "--limit", "0"], "Invalid value for '--limit'"),
+        (["chaos", "on", "--rate", "x"], "Invalid value for '--rate'"),
+        (["no-such-command"], "No such command"),
+        (["find-trade", "--no-such-flag"], "No such option"),
+    ]
+    for args, message in cases:
+        result = run(*args, env=lab)
+        assert result.returncode == 2, (args, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+        assert "--help" in lines[0]
