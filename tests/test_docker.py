@@ -245,6 +245,23 @@ def test_load_on_the_lab_writes_a_ledger_that_matches_the_database(lab):
     assert _rows_of(lab, ledger.attempted) == acknowledged
 
 
+def test_load_progress_shows_the_rate_of_the_labs_master(lab):
+    # The lab's Locust (2.32) reports its current rate under another key than the
+    # Locust installed here: the live line must read it, not print 0.0 req/s.
+    from tradelab.lab import Lab as LabDir
+    from tradelab.load import LoadOptions, run_load
+    from tradelab.settings import load_settings
+
+    lab_dir = LabDir.from_flag(str(lab.root))
+    seen = []
+    result = run_load(load_settings(lab_dir), lab_dir, LoadOptions(users=5, spawn_rate=5,
+                                                                   duration=8),
+                      on_progress=seen.append)
+    assert result.mode == "lab" and result.requests > 0
+    running = [p for p in seen if p.state == "running" and p.requests > 0]
+    assert running and max(p.rps for p in running) > 0, seen
+
+
 def test_load_with_workers_scales_them_and_up_restores_the_setting(lab):
     import docker
 

@@ -381,7 +381,9 @@ def progress_from(report: dict, elapsed: float, duration: float) -> Progress:
     total = _total_row(report)
     return Progress(
         state=report.get("state", "?"), users=report.get("user_count", 0),
-        rps=round(report.get("current_rps", 0.0) or 0.0, 1),
+        # Locust 2.32 (the lab's pinned image) has no "current_rps": its "total_rps"
+        # is the current rate; later versions send both, "total_rps" being the run's mean.
+        rps=round(report.get("current_rps", report.get("total_rps", 0.0)) or 0.0, 1),
         requests=total.get("num_requests", 0), failures=total.get("num_failures", 0),
         p95_ms=(report.get("current_response_time_percentiles") or {}).get(
             "response_time_percentile_0.95"),
