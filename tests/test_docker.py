@@ -408,6 +408,25 @@ def test_port_in_use_is_named_with_its_setting(images, tmp_path, monkeypatch):
     assert busy.leftovers() == {"containers": [], "volumes": [], "networks": []}
 
 
+def test_two_settings_with_one_port_are_named_before_anything_is_created(images, tmp_path,
+                                                                        monkeypatch):
+    for key in list(os.environ):
+        if key.startswith("TRADELAB_"):
+            monkeypatch.delenv(key)
+    lab = Lab(_lab(tmp_path / "lab", f"tlsame-{uuid.uuid4().hex[:8]}"))
+    port = lab.config["ports"]["api"]
+    config = {**lab.config, "ports": {**lab.config["ports"], "prometheus": port}}
+    (lab.root / "tradelab.yaml").write_text(yaml.safe_dump(config))
+    doctor = lab.run("doctor", "--runtime", "docker", ok=False)
+    result = lab.run("up", "--runtime", "docker", "--without", WITHOUT, "--no-build", ok=False)
+    assert result.exit_code == 1
+    message = (f"api and prometheus would both publish port {port} "
+               "(ports.api = ports.prometheus)")
+    assert f"error: {message}" in result.output, result.output
+    assert message in doctor.output, doctor.output
+    assert lab.leftovers() == {"containers": [], "volumes": [], "networks": []}
+
+
 def test_unreachable_docker_is_one_line(tmp_path, monkeypatch):
     for key in list(os.environ):
         if key.startswith("TRADELAB_"):

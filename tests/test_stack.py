@@ -136,6 +136,13 @@ def test_addresses_and_urls_per_runtime(lab):
         "postgresql://tradelab_app@127.0.0.1:15432/")
 
 
+def test_two_services_given_one_host_port_are_found(lab):
+    assert stack_for(lab).shared_host_ports() == {}
+    stack = stack_for(lab, **{"ports.prometheus": 8000})  # the api's default port
+    assert stack.shared_host_ports() == {8000: ["api", "prometheus"]}
+    assert stack.shared_host_ports(["postgres", "api"]) == {}  # prometheus left out
+
+
 def test_only_pulls_in_dependencies(lab):
     stack = stack_for(lab)
     assert stack.select(only=["api"]) == ["postgres", "migrate", "api"]

@@ -298,6 +298,19 @@ class Stack:
         ip = f"[{ip}]" if ":" in ip else ip
         return f"http://{ip}:{host}{svc.web_path.rstrip('/') or ''}"
 
+    def shared_host_ports(self, names: list[str] | None = None) -> dict[int, list[str]]:
+        """Host ports that two or more of `names` (default: all) publish: port -> services.
+
+        Two settings with one value (ports.api == ports.prometheus) would otherwise fail
+        half-way through `up` with "port in use", the user being the one who uses it.
+        """
+        users: dict[int, list[str]] = {}
+        for name in names if names is not None else list(self.services):
+            for p in self.services[name].ports:
+                if p.host is not None and name not in users.setdefault(p.host, []):
+                    users[p.host].append(name)
+        return {port: svcs for port, svcs in users.items() if len(svcs) > 1}
+
     def scrape_targets(self) -> list[tuple[str, str, str]]:
         """(job, address, metrics path) of every service with a metrics endpoint."""
         return [

@@ -183,6 +183,8 @@ class DockerRuntime:
 
     def check_ports(self, names: list[str]) -> None:
         """Fail before creating anything when a host port is taken by something else."""
+        for port in self.stack.shared_host_ports(names):
+            raise TradelabError(self._port_shared(port, names))
         ours = {c.labels.get(LABEL_SERVICE) for c in self.containers() if c.status == "running"}
         for name in names:
             if name in ours:
@@ -195,6 +197,12 @@ class DockerRuntime:
         key = self.port_setting(port)
         return (f"port {port} ({key}) is in use: stop what uses it, "
                 f"or set {key} to a free port in tradelab.yaml")
+
+    def _port_shared(self, port: int, names: list[str]) -> str:
+        services = self.stack.shared_host_ports(names)[port]
+        keys = [f"ports.{k}" for k, v in self.settings.ports.model_dump().items() if v == port]
+        return (f"{' and '.join(services)} would both publish port {port} "
+                f"({' = '.join(keys) or 'ports'}): give each its own port in tradelab.yaml")
 
     def port_setting(self, port: int) -> str:
         """The settings key a host port comes from, e.g. "ports.api"."""
@@ -517,9 +525,14 @@ class DockerRuntime:
         checks = [{"check": "docker", "ok": True,
                    "detail": f"engine {version.get('Version')} (API {version.get('ApiVersion')})"}]
         ours = {c.labels.get(LABEL_SERVICE) for c in self.containers() if c.status == "running"}
+        shared = self.stack.shared_host_ports(names)
         for name in names:
             for p in self.stack.services[name].ports:
                 if p.host is None:
+                    continue
+                if p.host in shared:
+                    checks.append({"check": f"port {p.host}", "ok": False,
+                                   "detail": self._port_shared(p.host, names)})
                     continue
                 free = name in ours or _port_free(p.host_ip, p.host)
                 key = self.port_setting(p.host)
