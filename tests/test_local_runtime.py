@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -306,6 +307,19 @@ def test_down_leaves_no_process_and_data_survives(local_lab):
     assert again.status_code == 200
     assert again.json()["client_order_id"] == trade["client_order_id"]
     assert again.json()["status"] == trade["status"]
+
+
+def test_up_after_a_killed_supervisord_stops_its_orphans(local_lab):
+    """Killed supervisord: its programs live on holding the ports; `up` must clear them
+    (as `down` does) rather than report this lab's own ports as taken."""
+    runtime = local_lab.runtime()
+    session = runtime.supervisor.recorded_pid()
+    os.kill(session, signal.SIGKILL)
+    wait_for(lambda: not runtime.supervisor.running(), 30, "supervisord to die")
+    assert session_processes(session)  # the orphans that hold the lab's ports
+    local_lab.up("after a killed supervisord")
+    assert session_processes(session) == []
+    assert ready(local_lab.api)
 
 
 def test_lab_under_private_dir_keeps_cluster_outside(tmp_path):

@@ -70,6 +70,7 @@ class LocalRuntime:
         started_at = time.monotonic()
         cold = not self.supervisor.running()
         if cold:
+            self._stop_orphans()
             self._check_ports(wanted)
             self._prepare_files(wanted)
             self.supervisor.write_config(plan.programs())
@@ -350,6 +351,15 @@ class LocalRuntime:
         return TradelabError(f"{message}; last log lines of {path}:{tail}" if lines
                              else f"{message}; no output in {path}")
 
+    def _stop_orphans(self) -> None:
+        """Programs left by a supervisord that was killed hold the lab's ports: a new `up`
+        stops them as `down` would, instead of calling its own ports taken."""
+        session = self.supervisor.recorded_pid()
+        if (session is not None and self.supervisor.pid() is None
+                and session_processes(session)):
+            self.echo("supervisord of this lab's last run is gone: stopping what it left")
+            self._stop_all()
+
     def _stop_all(self, quiet: bool = False) -> None:
         """supervisord stops its programs; then nothing of its session may remain."""
         session = self.supervisor.recorded_pid()
@@ -361,18 +371,31 @@ class LocalRuntime:
         while session_processes(session) and time.monotonic() < deadline:
             time.sleep(0.2)
         # Left behind only when supervisord itself was killed: its programs are orphans.
-        for pid in session_processes(session):
-            if not quiet:
-                self.echo(f"process {pid} outlived supervisord: killing it")
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        # Killed until none is left (a dying postmaster may still fork), so their ports
+        # are free when this returns.
+        killed: set[int] = set()
+        deadline = time.monotonic() + 10
+        while (left := session_processes(session)) and time.monotonic() < deadline:
+            for pid in left:
+                if not quiet and pid not in killed:
+                    self.echo(f"process {pid} outlived supervisord: killing it")
+                killed.add(pid)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.1)
         self.supervisor.pid_file.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
-    return os.path.exists(f"/proc/{pid}")
+    """True while `pid` exists and is not a zombie: a killed supervisord that PID 1 has
+    not reaped yet is dead, and its pid is no one else's."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 _STATES = {"RUNNING": "running", "STARTING": "starting", "BACKOFF": "starting",
