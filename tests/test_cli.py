@@ -255,6 +255,9 @@ def test_config_show_set_and_sources(lab_dir):
     assert shown["ports.grafana"] == {"value": 3000, "source": "default"}
     assert shown["database_url"]["value"] == "postgresql://app:***@127.0.0.1:5432/tradelab"
     assert "s3cret" not in result.output
+    dsn = {"TRADELAB_DATABASE_URL": "host=127.0.0.1 user=app password=s3cret dbname=tradelab"}
+    result = invoke("config", "show", "database_url", env=dsn)
+    assert result.exit_code == 0 and "s3cret" not in result.output, result.output
 
     result = invoke("config", "show", "ports", env=env)
     assert result.exit_code == 0, result.output

@@ -199,6 +199,16 @@ def test_unreachable_database_says_so():
     assert ":***@" in str(info.value)
 
 
+@pytest.mark.parametrize("template", [
+    "host=127.0.0.1 port={port} user=tradelab_operator password=hunter2 dbname=tradelab",
+    "postgresql://tradelab_operator@127.0.0.1:{port}/tradelab?password=hunter2",
+])
+def test_password_given_as_a_parameter_is_not_printed(template):
+    with pytest.raises(TradelabError, match="database unreachable") as info:
+        find_trade(template.format(port=free_port()), trade_id=1)
+    assert "hunter2" not in str(info.value) and "password=***" in str(info.value)
+
+
 def test_database_without_schema_says_to_migrate(pg):
     name = f"tl_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg.url("postgres", pg.password), autocommit=True) as conn:

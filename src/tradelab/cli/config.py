@@ -93,6 +93,10 @@ def path_cli(
 def _masked(key: str, value: Any) -> Any:
     if not isinstance(value, str) or "url" not in key.rsplit(".", 1)[-1]:
         return value
+    if "password" in value.lower():  # ?password=… or a key=value connection string
+        from tradelab.db.connect import redact
+
+        value = redact(value)
     try:
         parts = urlsplit(value)
     except ValueError:

@@ -9,6 +9,7 @@ trades) and `operator` (read-only, for find-trade and investigate-failures).
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -41,8 +42,14 @@ def resolve_url(explicit: str | None, settings: Any, lab: Any, role: Role) -> st
     return explicit or settings.database_url or lab_database_url(settings, lab, role)
 
 
+# A password given as a parameter: "?password=…" in a URL, "password=…" in a
+# key=value connection string (libpq accepts both forms).
+_PASSWORD_PARAM = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)", re.IGNORECASE)
+
+
 def redact(url: str) -> str:
     """The URL without its password, for messages and logs."""
+    url = _PASSWORD_PARAM.sub(r"\1***", url)
     try:
         parts = urlsplit(url)
     except ValueError:
