@@ -245,9 +245,11 @@ def test_load_on_the_lab_writes_a_ledger_that_matches_the_database(lab):
     assert _rows_of(lab, ledger.attempted) == acknowledged
 
 
-def test_load_progress_shows_the_rate_of_the_labs_master(lab):
-    # The lab's Locust (2.32) reports its current rate under another key than the
-    # Locust installed here: the live line must read it, not print 0.0 req/s.
+def test_a_second_run_right_after_one_runs_and_progress_shows_its_rate(lab):
+    # Right after the run above, the lab's Locust (2.32) has no worker for a few
+    # seconds: a /swarm then is ignored, and `load` must wait for the worker. Its stats
+    # report the current rate under another key than the Locust installed here: the
+    # live line must read it, not print 0.0 req/s.
     from tradelab.lab import Lab as LabDir
     from tradelab.load import LoadOptions, run_load
     from tradelab.settings import load_settings
@@ -258,8 +260,11 @@ def test_load_progress_shows_the_rate_of_the_labs_master(lab):
                                                                    duration=8),
                       on_progress=seen.append)
     assert result.mode == "lab" and result.requests > 0
+    assert result.ledger is not None and result.ledger.attempted  # this run, not the last
     running = [p for p in seen if p.state == "running" and p.requests > 0]
-    assert running and max(p.rps for p in running) > 0, seen
+    assert running and max(p.rps for p in running) > 0, [
+        (p.state, p.users, p.rps, p.requests, p.workers) for p in seen]
+    assert all(p.workers == 1 for p in running)
 
 
 def test_load_with_workers_scales_them_and_up_restores_the_setting(lab):

@@ -303,7 +303,7 @@ def _scale_workers(settings, lab, workers: int) -> None:
 def _wait_for_workers(url: str, wanted: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        count = (_stats(url) or {}).get("worker_count")
+        count = _worker_count(_stats(url) or {})
         if count is None or count >= wanted:  # None: not a distributed master
             return
         if time.monotonic() > deadline:
@@ -345,6 +345,9 @@ def _follow(url: str, options: LoadOptions, on_progress, notice, *, alive: Calla
                 on_progress(progress_from(current, time.monotonic() - active_since,
                                           options.duration))
             if time.monotonic() > deadline:
+                if not seen_active:  # else the report is the previous run's
+                    raise TradelabError(f"the load test did not start (master state: {state}); "
+                                        f"see `tradelab logs locust-master`")
                 notice("the run overran its duration; stopping it")
                 _post(url, "/stop")
                 break
@@ -361,7 +364,7 @@ def _follow(url: str, options: LoadOptions, on_progress, notice, *, alive: Calla
 def _final_report(url: str, last: dict) -> dict:
     time.sleep(STATS_CACHE_S)  # a fresh report, not the memoized one from before the stop
     report = _stats(url) or last
-    if "worker_count" not in report:
+    if _worker_count(report) is None:
         return report
     # Workers report every 3 s, and an order still in flight at the stop is finished after
     # it: wait until a report adds nothing, so the stats count it as the ledger does.
@@ -387,7 +390,22 @@ def progress_from(report: dict, elapsed: float, duration: float) -> Progress:
         requests=total.get("num_requests", 0), failures=total.get("num_failures", 0),
         p95_ms=(report.get("current_response_time_percentiles") or {}).get(
             "response_time_percentile_0.95"),
-        elapsed=elapsed, duration=duration, workers=report.get("worker_count"))
+        elapsed=elapsed, duration=duration, workers=_worker_count(report))
+
+
+def _worker_count(report: dict) -> int | None:
+    """Connected workers of a distributed master, None for a standalone Locust.
+
+    Locust 2.32 (the lab's image) has no "worker_count", only the "workers" list; a
+    worker that just stopped a run is off that list (or "missing") for a few seconds,
+    and a /swarm then is ignored ("can't start a distributed test" in its log).
+    """
+    if "worker_count" in report:
+        return report["worker_count"]
+    if "workers" not in report:
+        return None
+    return sum(1 for w in report["workers"] if w.get("state") in ("ready", "spawning",
+                                                                    "running"))
 
 
 def result_from_report(report: dict, *, target: str, mode: str, run_id: str) -> LoadResult:
