@@ -91,6 +91,10 @@ def test_bad_env_values_are_one_line_errors_naming_the_variable(lab, env, messag
     ("portz: {api: 1}\n", "unknown setting portz (file:"),
     ("ports: [1, 2\n", "is not valid YAML"),
     ("- a list\n", "must hold a mapping"),
+    ("images: {grafna: my/grafana}\n", "images (file:"),
+    ("images: {grafna: my/grafana}\n", "unknown key 'grafna'"),
+    ("memory: {api: lots}\n", "'lots' is not a memory size"),
+    ("bind_address: not-an-ip\n", "bind_address (file:"),
 ])
 def test_bad_settings_file_is_a_one_line_error(lab, content, message):
     lab.root.mkdir(parents=True)
@@ -189,3 +193,14 @@ def test_concurrent_first_use_agrees_on_one_secret(lab):
         p.join(timeout=30)
     assert len(set(values)) == 1 and values[0]
     assert lab.secret("app_db_password") == values[0]
+
+
+def test_image_and_memory_overrides_of_known_services_are_kept(lab):
+    lab.root.mkdir(parents=True)
+    lab.config_file.write_text("images: {postgres: mirror/postgres:16}\nmemory: {api: 1g}\n"
+                               "bind_address: '::1'\n")
+    settings = load_settings(lab, env={})
+    assert settings.images["postgres"] == "mirror/postgres:16"
+    assert settings.images["grafana"].startswith("grafana/")  # the others keep their pins
+    assert settings.memory["api"] == "1g"
+    assert settings.bind_address == "::1"

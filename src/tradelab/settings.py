@@ -15,16 +15,18 @@ one-line error naming the key, not a silently ignored setting.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from tradelab.errors import TradelabError
 
 ENV_PREFIX = "TRADELAB_"
+_MEMORY = re.compile(r"\d+(\.\d+)?[bkmg]?")
 
 
 class _Model(BaseModel):
@@ -41,7 +43,8 @@ class Ports(_Model):
     alertmanager: int = Field(9093, ge=1, le=65535)
     grafana: int = Field(3000, ge=1, le=65535)
     loki: int = Field(3100, ge=1, le=65535)
-    locust: int = Field(8089, ge=1, le=65535)
+    locust: int = Field(8089, ge=1, le=65535)  # the Locust web UI and API
+    locust_master: int = Field(5557, ge=1, le=65535)  # workers connect here (local runtime)
 
 
 class ApiSettings(_Model):
@@ -137,6 +140,31 @@ class Settings(_Model):
 
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 
+    @field_validator("bind_address")
+    @classmethod
+    def _an_ip_address(cls, value: str) -> str:
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address (e.g. 127.0.0.1)") from None
+        return value
+
+    @field_validator("images", "memory")
+    @classmethod
+    def _known_services(cls, value: dict[str, str], info) -> dict[str, str]:
+        known = DEFAULT_IMAGES if info.field_name == "images" else DEFAULT_MEMORY
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(f"unknown key {unknown[0]!r}: use one of {', '.join(sorted(known))}")
+        for key, text in value.items():
+            if info.field_name == "memory" and not _MEMORY.fullmatch(str(text).lower()):
+                raise ValueError(f"{key}: {text!r} is not a memory size (e.g. 512m, 1g)")
+            if info.field_name == "images" and not str(text).strip():
+                raise ValueError(f"{key}: an image name is needed")
+        return value
+
     @property
     def sources(self) -> dict[str, str]:
         """Dotted key -> where its value came from ("default", "file:…", "env:…", "flag")."""
@@ -172,12 +200,14 @@ def load_settings(
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
         # A bad mapping ("portz: {api: 1}") is known to sources only by its leaves.
-        origin = sources.get(key) or next(
-            (v for k, v in sources.items() if k.startswith(key + ".")), "settings")
+        leaves = [v for k, v in sources.items() if k.startswith(key + ".") and v != "default"]
+        origin = (sources.get(key) if sources.get(key, "default") != "default" else None) \
+            or (leaves[-1] if leaves else "settings")
         if err["type"] == "extra_forbidden":
             raise TradelabError(f"unknown setting {key} ({origin}): check the spelling; "
                                 "`tradelab config show` lists the settings") from None
-        raise TradelabError(f"invalid setting {key} ({origin}): {err['msg']}") from None
+        message = err["msg"].removeprefix("Value error, ")
+        raise TradelabError(f"invalid setting {key} ({origin}): {message}") from None
     settings._sources = {k: sources.get(k, "default") for k in settings.flat()}
     if settings.database_url and env.get(PASSWORD_FILE_ENV):
         settings.database_url = _with_password_file(settings.database_url, env[PASSWORD_FILE_ENV])

@@ -613,7 +613,8 @@ class _Builder:
 
     def locust_master(self) -> Service:
         web = self._port("web", 8089, self.s.ports.locust)
-        master = self._port("master", 5557, None)
+        # Workers connect here; published nowhere. Local labs need distinct ports.
+        master = self._port("master", 5557 if self.docker else self.s.ports.locust_master, None)
         mounts, locustfiles, env = self._locustfiles()
         api = f"http://{'api' if self.docker else '127.0.0.1'}:{self._port_of_api()}"
         return Service(
@@ -641,7 +642,7 @@ class _Builder:
             entrypoint=None if self.docker else ("locust",),
             command=("-f", locustfiles, "--worker",
                      "--master-host", "locust-master" if self.docker else "127.0.0.1",
-                     "--master-port", "5557"),
+                     "--master-port", str(5557 if self.docker else self.s.ports.locust_master)),
             environment=env, mounts=mounts, replicas=self.s.load_workers,
             depends_on=(Dependency("locust-master", "service_started"),),
             **self._common("locust-worker"),

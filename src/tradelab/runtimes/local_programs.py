@@ -143,7 +143,7 @@ def _local_service(name: str, svc: Service, settings, stack) -> LocalService:
         return LocalService(name, None, unavailable="not available in the local runtime")
     local = LocalService(name, None, oneshot=svc.one_shot, url=_url(name, svc, stack))
     for port in svc.ports:
-        local.ports.append((port.container, _port_key(settings, port.host, name, port.name)))
+        local.ports.append((port.container, _port_key(settings, port.container, name, port.name)))
     check = svc.healthcheck
     if check is not None and check.port:
         local.probe_port = svc.port(check.port).container
@@ -165,10 +165,10 @@ def _url(name: str, svc: Service, stack) -> str | None:
     return None
 
 
-def _port_key(settings, host_port: int | None, service: str, port_name: str) -> str:
+def _port_key(settings, port: int, service: str, port_name: str) -> str:
     """The setting that chooses this port, for error messages ("ports.api")."""
     for key, value in settings.ports:
-        if host_port is not None and value == host_port:
+        if value == port:
             return f"ports.{key}"
     return f"{service}'s fixed {port_name} port"
 
