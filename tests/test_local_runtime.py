@@ -32,7 +32,8 @@ from tradelab.settings import load_settings
 
 pytestmark = pytest.mark.slow
 
-PORT_KEYS = ("api", "engine", "postgres", "prometheus", "alertmanager", "locust")
+PORT_KEYS = ("api", "engine", "postgres", "prometheus", "alertmanager", "locust",
+             "locust_master")
 
 
 class LocalLab:
@@ -289,6 +290,21 @@ def test_port_taken_is_one_clear_line(tmp_path, local_lab):
     assert not other.runtime().is_up()
 
 
+def test_two_settings_with_one_port_are_named_before_anything_starts(tmp_path):
+    root = tmp_path / "twice"
+    ports = write_ports(root)
+    config = yaml.safe_load((root / "tradelab.yaml").read_text())
+    config["ports"]["locust_master"] = ports["api"]
+    (root / "tradelab.yaml").write_text(yaml.safe_dump(config))
+    lab = LocalLab(root)
+    with pytest.raises(TradelabError) as err:
+        lab.runtime().up(timeout=30)
+    assert str(err.value).startswith(
+        f"api and locust-master would both listen on port {ports['api']}")
+    assert str(err.value).endswith("give each its own port in tradelab.yaml")
+    assert not lab.runtime().is_up()
+
+
 def test_down_leaves_no_process_and_data_survives(local_lab):
     api = local_lab.api
     posted = post_trade(api)
@@ -319,6 +335,20 @@ def test_up_after_a_killed_supervisord_stops_its_orphans(local_lab):
     assert session_processes(session)  # the orphans that hold the lab's ports
     local_lab.up("after a killed supervisord")
     assert session_processes(session) == []
+    assert ready(local_lab.api)
+
+
+def test_down_after_a_killed_supervisord_stops_its_orphans(local_lab):
+    runtime = local_lab.runtime()
+    session = runtime.supervisor.recorded_pid()
+    os.kill(session, signal.SIGKILL)
+    wait_for(lambda: not runtime.supervisor.running(), 30, "supervisord to die")
+    assert session_processes(session)
+    result = local_lab.cli("down")
+    assert result.returncode == 0, result.stderr
+    assert session_processes(session) == []
+    assert lab_processes(local_lab) == []
+    local_lab.up("after down of a killed supervisord")
     assert ready(local_lab.api)
 
 

@@ -57,6 +57,8 @@ def down(settings, lab, runtime: str | None = None, volumes: bool = False) -> st
             rt = running_runtime(settings, lab)
         except TradelabError:  # nothing runs; `--volumes` may still have data to delete
             if not volumes:
+                # A killed supervisord leaves its programs behind: they still go.
+                select_runtime(settings, lab, "local").down()
                 return "none"
             # the data may be of either runtime: delete both kinds
             kinds = ["local"] + (["docker"] if docker_available() else [])

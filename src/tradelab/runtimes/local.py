@@ -265,6 +265,15 @@ class LocalRuntime:
         return todo
 
     def _check_ports(self, names: list[str]) -> None:
+        owner: dict[int, tuple[str, str]] = {}  # two settings with one value: say so first
+        for name in names:
+            for port, key in self.plan.by_name[name].ports:
+                other, other_key = owner.setdefault(port, (name, key))
+                if other != name:
+                    keys = f" ({other_key} = {key})" if other_key != key else ""
+                    raise TradelabError(
+                        f"{other} and {name} would both listen on port {port}{keys}: "
+                        "give each its own port in tradelab.yaml")
         for name in names:
             self._check_ports_of(self.plan.by_name[name].ports)
 
