@@ -311,9 +311,14 @@ def test_alertmanager_config_is_valid(tmp_path, alerting):
     page = receivers["page"]
     if "webhook_url" in alerting:
         assert page["webhook_configs"][0]["url"] == alerting["webhook_url"]
-    else:
-        assert page["slack_configs"][0]["api_url"] == alerting["slack_webhook_url"]
+    else:  # the webhook URL is a credential: read from a 0600 lab secret, never inline
+        secret = tmp_path / "lab" / "secrets" / "slack_webhook_url"
+        assert secret.read_text().strip() == alerting["slack_webhook_url"]
+        assert secret.stat().st_mode & 0o777 == 0o600
+        assert page["slack_configs"][0]["api_url_file"] == "/run/secrets/slack_webhook_url"
         assert page["slack_configs"][0]["channel"] == "#sre"
+        rendered = "".join(p.read_text() for p in (tmp_path / "out").rglob("*") if p.is_file())
+        assert alerting["slack_webhook_url"] not in rendered
 
 
 # -- scenarios ------------------------------------------------------------------------

@@ -109,6 +109,20 @@ class Lab:
             tmp.unlink(missing_ok=True)
         return value
 
+    def write_secret(self, name: str, value: str) -> Path:
+        """Store a secret the user gave (e.g. a Slack webhook URL), mode 0600; unchanged
+        content is not rewritten."""
+        path = self.secret_path(name)
+        if path.is_file() and path.read_text().strip() == value:
+            return path
+        self.ensure()
+        tmp = path.with_name(f".{name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(value + "\n")
+        os.replace(tmp, path)
+        return path
+
     def ensure_secrets(self) -> dict[str, Path]:
         """Generate every secret the stack needs; return name -> file."""
         for name in SECRET_NAMES:

@@ -39,7 +39,7 @@ from typing import Any
 import yaml
 
 from tradelab.errors import TradelabError
-from tradelab.stack import ALL_SERVICES, APP_IMAGE, Service, Stack, build_stack
+from tradelab.stack import ALL_SERVICES, APP_IMAGE, SLACK_SECRET, Service, Stack, build_stack
 
 MANIFEST = ".tradelab-rendered"
 VENDOR = "locust-vendor"  # rendered folder of libraries for the Locust containers
@@ -199,6 +199,8 @@ def render(settings, lab, out: Path | None = None, runtime: str = "docker",
     """Write the rendered tree to `out` (default <lab>/rendered); return the files written."""
     stack = stack or build_stack(settings, lab, runtime)
     out = Path(out) if out is not None else lab.rendered_dir
+    if settings.alerting.slack_webhook_url:  # referenced by file, never inline
+        lab.write_secret(SLACK_SECRET, settings.alerting.slack_webhook_url)
     files = render_files(settings, lab, stack)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -56,6 +56,7 @@ LOCUST_VENDOR_DIR_IN_CONTAINER = "/mnt/locust-vendor"
 LOAD_DIR_IN_CONTAINER = "/var/lib/tradelab/load"  # order ledgers of load runs
 DOCKER_LOG_DIR = "/var/lib/docker/containers"  # json-file logs the log agent tails
 DB_NAME = "tradelab"
+SLACK_SECRET = "slack_webhook_url"  # written from settings.alerting by `render`
 # Every container logs to json-file with these labels copied into each line ("attrs"),
 # so the log agent can tail the files (no Docker socket) and still know the service.
 LOG_DRIVER = "json-file"
@@ -507,10 +508,13 @@ class _Builder:
                    f"--web.listen-address={self._listen(port)}"]
         if not self.docker:  # no peers; and the default cluster port may be taken
             command.append("--cluster.listen-address=")
+        # A Slack webhook URL is a credential: Alertmanager reads it from a lab secret
+        # (api_url_file), so the rendered config never holds it. `render` writes the file.
+        secrets = ((self._secret(SLACK_SECRET),) if self.s.alerting.slack_webhook_url else ())
         return Service(
             name="alertmanager", image=self.s.images["alertmanager"],
             entrypoint=None if self.docker else ("alertmanager",), command=tuple(command),
-            ports=(port,), mounts=(conf, data),
+            ports=(port,), mounts=(conf, data), secrets=secrets,
             healthcheck=self._http_check(port, "/-/ready"),
             metrics=Metrics("http"), web_path="/", **self._common("alertmanager"),
         )
