@@ -122,7 +122,7 @@ def lab(db, lab_dir, tmp_path):
     stack = build_stack(settings, labdir, "local").subset(
         ["api", "engine", "prometheus", "alertmanager", "locust-master"])
     render(settings, labdir, runtime="local", stack=stack)
-    config = labdir.rendered_dir / "prometheus" / "prometheus.yml"
+    config = stack.rendered_dir / "prometheus" / "prometheus.yml"
     text = config.read_text()
     assert "scrape_interval: 15s" in text and "evaluation_interval: 15s" in text
     if FAST:
@@ -252,7 +252,7 @@ def test_chaos_pages_and_every_query_returns_data(lab, capsys):
     assert chaos_panel and chaos_panel[0]["value"][1] == "1"
 
     # Every recording rule and every dashboard query returns data now.
-    rules_dir = Path(lab["env"]["TRADELAB_HOME"]) / "rendered" / "prometheus" / "rules"
+    rules_dir = Path(lab["env"]["TRADELAB_HOME"]) / "rendered" / "local" / "prometheus" / "rules"
     empty = [s for s in _recorded_series(rules_dir) if not _query(prom, s)]
     assert not empty, f"recording rules without data: {empty}"
     queries = [q for q in _dashboard_exprs() if q[0] != "load-test" or lab["locust"]]

@@ -153,6 +153,20 @@ def test_default_output_is_the_labs_rendered_dir(lab):
     assert (lab.rendered_dir / "grafana/provisioning/datasources/datasources.yml").is_file()
 
 
+def test_local_and_docker_renders_keep_out_of_each_others_way(lab):
+    """A running local Prometheus reloads <lab>/rendered/local: a Docker render (container
+    host names as targets) must not rewrite it, nor the other way round."""
+    settings = load_settings(lab, env={})
+    render(settings, lab, runtime="local")
+    local = (lab.rendered_dir / "local/prometheus/prometheus.yml").read_text()
+    render(settings, lab)
+    assert (lab.rendered_dir / "local/prometheus/prometheus.yml").read_text() == local
+    assert "127.0.0.1:" in local
+    assert "127.0.0.1:" not in (lab.rendered_dir / "prometheus/prometheus.yml").read_text()
+    assert (lab.rendered_dir / "docker-compose.yml").is_file()
+    assert not (lab.rendered_dir / "local/docker-compose.yml").exists()
+
+
 def test_a_missing_value_is_a_one_line_error(lab):
     env = environment(jinja2.DictLoader({
         "broken.yml": "port: {{ settings.ports.nope }}\n",

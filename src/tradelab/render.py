@@ -198,7 +198,7 @@ def render(settings, lab, out: Path | None = None, runtime: str = "docker",
            stack: Stack | None = None) -> list[Path]:
     """Write the rendered tree to `out` (default <lab>/rendered); return the files written."""
     stack = stack or build_stack(settings, lab, runtime)
-    out = Path(out) if out is not None else lab.rendered_dir
+    out = Path(out) if out is not None else stack.rendered_dir
     if settings.alerting.slack_webhook_url:  # referenced by file, never inline
         lab.write_secret(SLACK_SECRET, settings.alerting.slack_webhook_url)
     files = render_files(settings, lab, stack)

@@ -320,6 +320,13 @@ class Stack:
         ]
 
 
+def rendered_dir(lab, runtime: Runtime) -> Path:
+    """Where the configs of a runtime are rendered: <lab>/rendered for Docker (beside the
+    compose file), <lab>/rendered/local for local processes, so `tradelab render` for one
+    never rewrites what a running lab of the other reloads."""
+    return lab.rendered_dir if runtime == "docker" else lab.rendered_dir / "local"
+
+
 def build_stack(settings, lab, runtime: Runtime = "docker") -> Stack:
     """The Stack for `settings` in `lab`, with ports, paths and commands for `runtime`."""
     if runtime not in ("docker", "local"):
@@ -345,7 +352,7 @@ class _Builder:
         volumes = tuple(sorted({m.source for svc in services.values()
                                 for m in svc.mounts if m.kind == "volume"}))
         return Stack(project=self.s.project, runtime=self.runtime, services=services,
-                     volumes=volumes, rendered_dir=self.lab.rendered_dir,
+                     volumes=volumes, rendered_dir=rendered_dir(self.lab, self.runtime),
                      data_dir=self.lab.data_dir)
 
     # -- shared pieces ---------------------------------------------------------------
@@ -368,8 +375,8 @@ class _Builder:
         """Mount a rendered folder; return it and the folder's path as the service sees it."""
         if self.docker:
             return Mount("config", folder, target, read_only=True), target
-        return Mount("config", folder, str(self.lab.rendered_dir / folder), True), str(
-            self.lab.rendered_dir / folder)
+        path = str(rendered_dir(self.lab, self.runtime) / folder)
+        return Mount("config", folder, path, True), path
 
     def _data(self, key: str, target: str) -> tuple[Mount, str]:
         """A named volume (docker) or a folder under <lab>/data (local)."""

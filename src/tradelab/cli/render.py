@@ -30,6 +30,7 @@ def render_cli(
     log agent configs from the lab's settings."""
     from tradelab.cli.common import lab_from, settings_from
     from tradelab.render import render
+    from tradelab.stack import rendered_dir
 
     lab = lab_from(ctx)
     settings = settings_from(ctx)
@@ -37,7 +38,7 @@ def render_cli(
         lab.ensure()
         lab.ensure_secrets()
     written = render(settings, lab, out=out, runtime=runtime.value)
-    folder = out if out is not None else lab.rendered_dir
+    folder = out if out is not None else rendered_dir(lab, runtime.value)
     typer.echo(f"rendered {len(written)} files into {folder}")
 
 
