@@ -81,11 +81,12 @@ def status_report(settings, lab) -> dict[str, Any]:
         rt = running_runtime(settings, lab)
     except TradelabError:  # no lab: list what `up` would start, all missing
         rt = select_runtime(settings, lab, None)
+    services = rt.status()
     return {
         "runtime": rt.name,
-        "services": [s.as_dict() for s in rt.status()],
+        "services": [s.as_dict() for s in services],
         "chaos": _active_chaos(settings, lab),
-        "alerts": _firing_alerts(settings, rt),
+        "alerts": _firing_alerts(settings, services),
     }
 
 
@@ -98,10 +99,10 @@ def doctor(settings, lab, runtime: str | None = None) -> tuple[str, list[dict[st
     return rt.name, checks
 
 
-def _firing_alerts(settings, rt) -> list[dict[str, Any]] | None:
+def _firing_alerts(settings, services) -> list[dict[str, Any]] | None:
     from tradelab.alerts import AlertmanagerUnavailable, firing_alerts
 
-    if not any(s.name == "alertmanager" and s.state == "running" for s in rt.status()):
+    if not any(s.name == "alertmanager" and s.state == "running" for s in services):
         return None
     try:
         return firing_alerts(settings, timeout_s=2.0)
