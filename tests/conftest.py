@@ -90,6 +90,26 @@ def lab_dir(tmp_path, monkeypatch) -> Path:
     return lab
 
 
+@pytest.fixture(scope="session")
+def images():
+    """The stand-in images (tests/docker/build-images.sh) for a lab on a real Docker
+    engine; skipped with the reason when no engine answers or they cannot be built."""
+    import subprocess
+
+    from dockerlab import BUILD_SCRIPT, STAND_INS
+
+    from tradelab.runtimes import docker_available
+
+    if not docker_available():
+        pytest.skip("no Docker engine answers (start dockerd: tests/docker/start-dockerd.sh)")
+    proc = subprocess.run(["sh", str(BUILD_SCRIPT)], capture_output=True, text=True,
+                          timeout=900)
+    if proc.returncode != 0:
+        pytest.skip("stand-in images could not be built by tests/docker/build-images.sh: "
+                    + (proc.stderr.strip().splitlines() or ["?"])[-1])
+    return STAND_INS
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Where CI promises the real components (TRADELAB_REQUIRE_REAL=1, set by .ci/run),

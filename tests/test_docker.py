@@ -25,88 +25,22 @@ import pytest
 import requests
 import yaml
 from conftest import free_port
+from dockerlab import (
+    BASE_IMAGE,
+    HERE,
+    LABEL_PROJECT,
+    RUNNING,
+    STAND_INS,
+    WITHOUT,
+    Lab,
+    order,
+    poll,
+    until,
+    write_lab,
+)
 from typer.testing import CliRunner
 
 from tradelab.cli.main import app
-from tradelab.runtimes import docker_available
-
-HERE = Path(__file__).parent
-BUILD_SCRIPT = HERE / "docker" / "build-images.sh"
-STAND_INS = {
-    "postgres": "tradelab-test/postgres:15",
-    "prometheus": "tradelab-test/prometheus:2.42",
-    "alertmanager": "tradelab-test/alertmanager:0.25",
-    "locust": "tradelab-test/locust:2.32.4",
-}
-BASE_IMAGE = "tradelab-test/python:3.11"
-WITHOUT = "grafana,loki,promtail"
-RUNNING = ["postgres", "api", "engine", "prometheus", "alertmanager", "locust-master",
-           "locust-worker"]
-LABEL_PROJECT = "com.docker.compose.project"
-
-
-@pytest.fixture(scope="module")
-def images():
-    if not docker_available():
-        pytest.skip("no Docker engine answers (start dockerd: tests/docker/start-dockerd.sh)")
-    proc = subprocess.run(["sh", str(BUILD_SCRIPT)], capture_output=True, text=True,
-                          timeout=900)
-    if proc.returncode != 0:
-        pytest.skip("stand-in images could not be built by tests/docker/build-images.sh: "
-                    + (proc.stderr.strip().splitlines() or ["?"])[-1])
-    return STAND_INS
-
-
-def _lab(root: Path, project: str, **extra) -> Path:
-    config = {
-        "project": project,
-        "ports": {k: free_port() for k in ("api", "engine", "postgres", "prometheus",
-                                           "alertmanager", "grafana", "loki", "locust")},
-        "build": {"base_image": BASE_IMAGE},
-        "images": dict(STAND_INS),
-        **extra,
-    }
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "tradelab.yaml").write_text(yaml.safe_dump(config))
-    return root
-
-
-class Lab:
-    """A lab directory with its own project name, driven through the CLI."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.config = yaml.safe_load((root / "tradelab.yaml").read_text())
-        self.project = self.config["project"]
-        self.api = f"http://127.0.0.1:{self.config['ports']['api']}"
-
-    def run(self, *args: str, ok: bool = True):
-        result = CliRunner().invoke(app, ["--lab-dir", str(self.root), *args])
-        if ok:
-            assert result.exit_code == 0, result.output
-        return result
-
-    def status(self) -> dict:
-        return json.loads(self.run("status", "--json").stdout)
-
-    def ids(self) -> dict[str, str]:
-        import docker
-
-        client = docker.from_env()
-        found = client.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}="
-                                                                     f"{self.project}"})
-        return {c.name: c.id for c in found}
-
-    def leftovers(self) -> dict[str, list[str]]:
-        import docker
-
-        client = docker.from_env()
-        flt = {"label": f"{LABEL_PROJECT}={self.project}"}
-        return {
-            "containers": [c.name for c in client.containers.list(all=True, filters=flt)],
-            "volumes": [v.name for v in client.volumes.list(filters=flt)],
-            "networks": [n.name for n in client.networks.list(filters=flt)],
-        }
 
 
 @pytest.fixture(scope="module")
@@ -115,43 +49,11 @@ def lab(images, tmp_path_factory):
         for key in list(os.environ):
             if key.startswith("TRADELAB_"):
                 mp.delenv(key)
-        root = _lab(tmp_path_factory.mktemp("dockerlab") / "lab",
-                    f"tltest-{uuid.uuid4().hex[:8]}")
+        root = write_lab(tmp_path_factory.mktemp("dockerlab") / "lab",
+                         f"tltest-{uuid.uuid4().hex[:8]}")
         the_lab = Lab(root)
         yield the_lab
         the_lab.run("down", "--volumes", "--runtime", "docker", ok=False)
-
-
-def _until(what: str, check, timeout: float = 60, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except (requests.RequestException, ValueError) as exc:
-            last = exc
-        time.sleep(every)
-    pytest.fail(f"timed out waiting for {what}; last: {last!r}")
-
-
-def _poll(check, timeout: float, every: float = 1):
-    """check()'s first true value within `timeout`, else None."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if value := check():
-                return value
-        except (requests.RequestException, ValueError):
-            pass
-        time.sleep(every)
-    return None
-
-
-def _order(lab: Lab, key: str) -> requests.Response:
-    return requests.post(f"{lab.api}/trades", timeout=10, json={
-        "client_order_id": key, "symbol": "AAPL", "side": "BUY", "quantity": 3})
 
 
 pytestmark = pytest.mark.docker
@@ -177,11 +79,11 @@ def test_up_brings_every_service_to_healthy(lab):
 
 
 def test_orders_flow_and_the_engine_fills_them(lab):
-    resp = _order(lab, f"dock-{uuid.uuid4().hex[:8]}")
+    resp = order(lab, f"dock-{uuid.uuid4().hex[:8]}")
     assert resp.status_code == 201, resp.text
     trade_id = resp.json()["id"]
     lab.config["trade_id"] = trade_id
-    final = _until("the engine to execute the trade", lambda: (
+    final = until("the engine to execute the trade", lambda: (
         t := requests.get(f"{lab.api}/trades/{trade_id}", timeout=5).json())["status"] != "NEW"
         and t)
     assert final["status"] in ("FILLED", "REJECTED", "FAILED")
@@ -208,7 +110,7 @@ def test_prometheus_scrapes_api_engine_and_the_locust_master(lab):
 
     # The master's /metrics needs prometheus_client, which the Locust image lacks:
     # the lab gives it a copy (<rendered>/locust-vendor on PYTHONPATH).
-    if not _poll(all_up, timeout=90):
+    if not poll(all_up, timeout=90):
         pytest.fail(f"Prometheus targets not all up: {health}")
 
 
@@ -302,7 +204,7 @@ def test_chaos_on_makes_failed_trades_investigate_failures_finds_them(lab):
             out = json.loads(lab.run("investigate-failures", "--json").stdout)
             return [f for f in out["failures"] if "CHAOS" in (f["failure_reason"] or "")]
 
-        found = _until("FAILED trades from chaos", failures, timeout=60, every=1)
+        found = until("FAILED trades from chaos", failures, timeout=60, every=1)
         assert all(f["status"] == "FAILED" for f in found)
         assert "exchange-errors" in lab.status()["chaos"]
     finally:
@@ -315,13 +217,13 @@ def test_db_outage_gives_503_then_recovers_after_chaos_off(lab):
         status = {s["name"]: s for s in lab.status()["services"]}["postgres"]
         assert status["state"] == "exited"
         # (a list: a Response with a 5xx status is falsy)
-        [resp] = _until("a 503 while the database is down", lambda: (
-            r := _order(lab, f"out-{uuid.uuid4().hex[:8]}")).status_code == 503 and [r],
+        [resp] = until("a 503 while the database is down", lambda: (
+            r := order(lab, f"out-{uuid.uuid4().hex[:8]}")).status_code == 503 and [r],
             timeout=30)
         assert "Retry-After" in resp.headers
     finally:
         lab.run("chaos", "off")
-    _until("the API to accept orders again", lambda: _order(
+    until("the API to accept orders again", lambda: order(
         lab, f"back-{uuid.uuid4().hex[:8]}").status_code == 201, timeout=60)
 
 
@@ -332,7 +234,7 @@ def test_kill_api_then_chaos_off_brings_it_back(lab):
         assert api["state"] == "exited"
     finally:
         lab.run("chaos", "off")
-    _until("the API to answer again", lambda: requests.get(
+    until("the API to answer again", lambda: requests.get(
         f"{lab.api}/healthz", timeout=3).status_code == 200, timeout=60)
 
 
@@ -388,7 +290,7 @@ def test_failed_up_removes_what_it_created(images, tmp_path, monkeypatch):
         if key.startswith("TRADELAB_"):
             monkeypatch.delenv(key)
     # A "postgres" that cannot start: the Prometheus stand-in refuses the argument.
-    broken = Lab(_lab(tmp_path / "lab", f"tlfail-{uuid.uuid4().hex[:8]}",
+    broken = Lab(write_lab(tmp_path / "lab", f"tlfail-{uuid.uuid4().hex[:8]}",
                       images={**STAND_INS, "postgres": STAND_INS["prometheus"]}))
     result = broken.run("up", "--runtime", "docker", "--without", WITHOUT, "--no-build",
                         "--timeout", "60s", ok=False)
@@ -402,7 +304,7 @@ def test_port_in_use_is_named_with_its_setting(images, tmp_path, monkeypatch):
     for key in list(os.environ):
         if key.startswith("TRADELAB_"):
             monkeypatch.delenv(key)
-    busy = Lab(_lab(tmp_path / "lab", f"tlport-{uuid.uuid4().hex[:8]}"))
+    busy = Lab(write_lab(tmp_path / "lab", f"tlport-{uuid.uuid4().hex[:8]}"))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", busy.config["ports"]["api"]))
         sock.listen()
@@ -418,7 +320,7 @@ def test_two_settings_with_one_port_are_named_before_anything_is_created(images,
     for key in list(os.environ):
         if key.startswith("TRADELAB_"):
             monkeypatch.delenv(key)
-    lab = Lab(_lab(tmp_path / "lab", f"tlsame-{uuid.uuid4().hex[:8]}"))
+    lab = Lab(write_lab(tmp_path / "lab", f"tlsame-{uuid.uuid4().hex[:8]}"))
     port = lab.config["ports"]["api"]
     config = {**lab.config, "ports": {**lab.config["ports"], "prometheus": port}}
     (lab.root / "tradelab.yaml").write_text(yaml.safe_dump(config))

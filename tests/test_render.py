@@ -53,12 +53,14 @@ def test_compose_file_pictures_the_stack(lab, tmp_path):
     doc = compose(out)
     stack = build_stack(load_settings(lab, flags={"project": "lab2"}, env={}), lab)
     assert doc["name"] == "lab2"
-    assert set(doc["services"]) == set(stack.services)
-    assert set(doc["volumes"]) == set(stack.volumes)
+    assert set(doc["services"]) == set(stack.services) | {"secrets-init"}
+    readers = {n for n, svc in stack.services.items() if svc.secrets}
+    assert set(doc["volumes"]) == set(stack.volumes) | {f"{n}-secrets" for n in readers}
     assert doc["services"]["api"]["depends_on"] == {
-        "migrate": {"condition": "service_completed_successfully"}}
+        "migrate": {"condition": "service_completed_successfully"},
+        "secrets-init": {"condition": "service_completed_successfully"}}
     assert doc["services"]["api"]["command"] == list(stack.services["api"].command)
-    assert doc["secrets"]["app_db_password"]["file"] == str(lab.secret_path("app_db_password"))
+    assert "secrets" not in doc  # compose would bind-mount them 0600, unreadable by 10001
     # Every rendered config folder a service mounts exists in the output.
     for svc in doc["services"].values():
         for vol in svc.get("volumes", []):
@@ -107,9 +109,11 @@ def test_no_docker_socket_and_no_default_passwords_in_the_rendered_tree(lab, tmp
     for runtime in ("docker", "local"):
         out = rendered(lab, tmp_path / runtime, runtime=runtime)
         for rel, data in tree(out).items():
-            text = data.decode()
-            assert "docker.sock" not in text, rel
+            text = data.decode(errors="replace")
             assert not any(v in text for v in values), f"a secret value is in {rel}"
+            if rel.startswith("app-image/"):  # the package's source, not a config: its
+                continue  # docstrings show example URLs (the image runs no socket either)
+            assert "docker.sock" not in text, rel
             for pattern in (r"(?i)admin[:/]admin", r"(?i)password:\s*(postgres|admin|secret)\b",
                             r"POSTGRES_PASSWORD\s*[:=]", r"GF_SECURITY_ADMIN_PASSWORD\s*[:=]",
                             r"postgres(ql)?://[^/\s]*:[^@/\s]+@"):
@@ -206,9 +210,11 @@ def test_render_command(lab, tmp_path):
                                  str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "rendered" in result.output
-    secrets = compose(tmp_path / "out")["secrets"]
-    assert sorted(secrets) == sorted(SECRET_NAMES)
-    assert all(Path(s["file"]).is_file() for s in secrets.values())  # compose can start it
+    init = compose(tmp_path / "out")["services"]["secrets-init"]
+    folder = next(v["source"] for v in init["volumes"] if v["target"] == "/lab-secrets")
+    assert folder == str(lab.secrets_dir)
+    for name in SECRET_NAMES:  # compose can start it: the files it copies exist
+        assert (lab.secrets_dir / name).is_file()
     result = runner.invoke(app, ["--lab-dir", str(lab.root), "render", "--runtime", "local",
                                  "--out", str(tmp_path / "local")])
     assert result.exit_code == 0, result.output
@@ -236,3 +242,63 @@ def test_locust_containers_get_the_locustfiles_and_a_vendored_prometheus_client(
     assert probe.stdout.startswith(str(vendor)), probe.stdout
     local = rendered(lab, tmp_path / "local", runtime="local")
     assert not (local / "locust-vendor").exists()  # local Locust uses this environment's
+
+
+def test_compose_copies_secrets_per_reader_with_the_runtimes_owners(lab, tmp_path):
+    """Compose ignores a file secret's uid/mode outside swarm, so secrets-init copies each
+    reader's secrets into its own volume: 0400 for the app's numeric user, 0444 for an
+    image's own user, like `tradelab up`; a reader sees only its own secrets."""
+    settings = load_settings(lab, env={})
+    stack = build_stack(settings, lab)
+    doc = compose(rendered(lab, tmp_path / "out"))
+    init = doc["services"]["secrets-init"]
+    assert init["network_mode"] == "none" and init["user"] == "0:0"
+    assert init["image"] == doc["services"]["api"]["image"]
+    script = init["command"][0]
+    for name, svc in stack.services.items():
+        mounts = doc["services"][name].get("volumes", [])
+        secret_mounts = [m for m in mounts if m["target"] == "/run/secrets"]
+        if not svc.secrets:
+            assert not secret_mounts and "secrets-init" not in doc["services"][name].get(
+                "depends_on", {})
+            continue
+        assert secret_mounts == [{"type": "volume", "source": f"{name}-secrets",
+                                  "target": "/run/secrets", "read_only": True}]
+        copies = re.findall(rf"^install (.*) /lab-secrets/(\S+) /copies/{name}/(\S+)$", script,
+                            re.MULTILINE)
+        assert sorted(c[1] for c in copies) == sorted(s.name for s in svc.secrets)
+        owner = "-o 10001 -g 10001 -m 0400" if svc.user == "10001:10001" else "-o 0 -g 0 -m 0444"
+        assert {c[0] for c in copies} == {owner}, name
+    assert re.findall(r"^install .* /copies/api/(\S+)$", script, re.MULTILINE) == [
+        "app_db_password"]
+
+
+def test_compose_builds_the_app_image_tradelab_up_builds(lab, tmp_path):
+    from tradelab.runtimes.docker_image import (
+        LABEL_CONTEXT_HASH,
+        build_context_files,
+        image_label,
+    )
+
+    settings = load_settings(lab, env={}, flags={"build": {"base_image": "example/py:3"}})
+    out = tmp_path / "out"
+    render(settings, lab, out=out)
+    doc = compose(out)
+    files = build_context_files()
+    assert tree(out / "app-image") == {rel: data for rel, data in files.items()}
+    for name in ("migrate", "api", "engine", "secrets-init"):
+        build = doc["services"][name]["build"]
+        assert build["context"] == "./app-image"
+        assert build["args"] == {"BASE_IMAGE": "example/py:3"}
+        # The label `tradelab up` checks: an image compose built is not built again.
+        assert build["labels"] == {LABEL_CONTEXT_HASH: image_label(files, "example/py:3")}
+    assert "build" not in doc["services"]["postgres"]
+    assert "app-image/pkg/tradelab/__init__.py" in tree(out)
+
+
+def test_render_prepares_the_folder_locust_writes_its_ledgers_into(lab, tmp_path):
+    doc = compose(rendered(lab, tmp_path / "out"))
+    ledger = next(v["source"] for v in doc["services"]["locust-master"]["volumes"]
+                  if v["target"] == "/var/lib/tradelab/load")
+    # The Locust image runs as its own uid: compose would make the folder root's 0755.
+    assert Path(ledger).is_dir() and Path(ledger).stat().st_mode & 0o1777 == 0o1777

@@ -17,6 +17,9 @@ becomes <out>/prometheus/prometheus.yml. The rules, in order:
    service mounts <out>/locust-vendor/ (the Docker runtime's Locust containers), the
    installed pure-Python prometheus_client is copied there with its license: the
    official Locust image lacks it and an air-gapped machine cannot pip install it.
+4. For the docker runtime, the app image's build context (Dockerfile, requirements,
+   the installed package) is written to <out>/app-image/, so `docker compose up`
+   builds the same image `tradelab up` builds (see tradelab.compose).
 
 Templates see `settings`, `stack` (tradelab.stack.Stack), `lab` and the filters
 `to_yaml` (a whole YAML block from data, sorted keys), `to_json`, `compose` (the
@@ -67,10 +70,22 @@ def environment(loader=None):
     return env
 
 
+class _Dumper(yaml.SafeDumper):
+    """safe_dump, with multi-line strings (a shell script) as literal blocks."""
+
+
+def _str(dumper: yaml.SafeDumper, text: str):
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text,
+                                   style="|" if "\n" in text else None)
+
+
+_Dumper.add_representer(str, _str)
+
+
 def to_yaml(data: Any) -> str:
     """Data as a block of YAML (sorted keys, no trailing newline)."""
-    return yaml.safe_dump(_plain(data), sort_keys=True, default_flow_style=False,
-                          width=1000).rstrip("\n")
+    return yaml.dump(_plain(data), Dumper=_Dumper, sort_keys=True, default_flow_style=False,
+                     width=1000).rstrip("\n")
 
 
 def _plain(data: Any) -> Any:
@@ -83,10 +98,10 @@ def _plain(data: Any) -> Any:
     return data
 
 
-def _compose(stack: Stack) -> dict[str, Any]:
+def _compose(stack: Stack, context_label: str | None = None) -> dict[str, Any]:
     from tradelab.compose import compose_document
 
-    return compose_document(stack)
+    return compose_document(stack, context_label)
 
 
 def _load_template(name: str):
@@ -148,8 +163,18 @@ def _missing(exc: Exception) -> str:
 def render_files(settings, lab, stack: Stack) -> dict[str, bytes]:
     """Output path (relative, posix) -> content, for every file the stack needs."""
     env = environment()
-    context = {"settings": settings, "stack": stack, "lab": lab, "app_image": APP_IMAGE}
     files: dict[str, bytes] = {}
+    label = None
+    if stack.runtime == "docker" and any(svc.app for svc in stack.services.values()):
+        # Rule 4: the app image's build context, for the compose file's `build:`.
+        from tradelab.compose import BUILD_CONTEXT
+        from tradelab.runtimes.docker_image import build_context_files, image_label
+
+        context_files = build_context_files()
+        label = image_label(context_files, stack.base_image)
+        files.update({f"{BUILD_CONTEXT}/{rel}": data for rel, data in context_files.items()})
+    context = {"settings": settings, "stack": stack, "lab": lab, "app_image": APP_IMAGE,
+               "app_context_label": label}
     for name in template_names():
         if not wanted(name, stack):
             continue
@@ -203,6 +228,8 @@ def render(settings, lab, out: Path | None = None, runtime: str = "docker",
         lab.write_secret(SLACK_SECRET, settings.alerting.slack_webhook_url)
     files = render_files(settings, lab, stack)
     try:
+        if stack.runtime == "docker":  # ready for `docker compose up` too
+            stack.prepare_host_folders(writable_only=True)
         out.mkdir(parents=True, exist_ok=True)
         previous = _read_manifest(out)
         written = []

@@ -166,6 +166,7 @@ class Stack:
     volumes: tuple[str, ...]  # keys; Docker names are volume_name(key)
     rendered_dir: Path  # config mounts' sources are relative to it
     data_dir: Path  # local runtime: data volumes are folders here
+    base_image: str = "python:3.12-slim-bookworm"  # the app image is built on it
 
     def config_path(self, service: str, folder: str) -> str:
         """Where `service` sees the rendered `folder` (for paths inside config files)."""
@@ -312,12 +313,39 @@ class Stack:
                     users[p.host].append(name)
         return {port: svcs for port, svcs in users.items() if len(svcs) > 1}
 
+    def prepare_host_folders(self, names: list[str] | None = None,
+                             writable_only: bool = False) -> None:
+        """Make the host folders that `names`' bind mounts need (compose's
+        create_host_path), and make those a container writes as its image's own user
+        (the official Locust image: uid 1000, unknown here) writable by any user, sticky
+        like /tmp. `up` makes them all; `render` only the writable ones, which compose
+        would create owned by root and unwritable for that user."""
+        for name in names if names is not None else list(self.services):
+            svc = self.services[name]
+            for m in svc.mounts:
+                writable = not m.read_only and svc.user is None
+                if m.kind != "bind" or (writable_only and not writable):
+                    continue
+                folder = Path(m.source)
+                if not folder.exists():
+                    folder.mkdir(parents=True, exist_ok=True)
+                if writable:
+                    _writable_by_any_user(folder)
+
     def scrape_targets(self) -> list[tuple[str, str, str]]:
         """(job, address, metrics path) of every service with a metrics endpoint."""
         return [
             (name, self.address(name, svc.metrics.port), svc.metrics.path)
             for name, svc in self.services.items() if svc.metrics is not None
         ]
+
+
+def _writable_by_any_user(folder: Path) -> None:
+    try:
+        if folder.stat().st_mode & 0o1777 != 0o1777:
+            folder.chmod(0o1777)
+    except OSError:
+        pass  # not ours to change: the container reports what it cannot write
 
 
 def rendered_dir(lab, runtime: Runtime) -> Path:
@@ -353,7 +381,7 @@ class _Builder:
                                 for m in svc.mounts if m.kind == "volume"}))
         return Stack(project=self.s.project, runtime=self.runtime, services=services,
                      volumes=volumes, rendered_dir=rendered_dir(self.lab, self.runtime),
-                     data_dir=self.lab.data_dir)
+                     data_dir=self.lab.data_dir, base_image=self.s.build.base_image)
 
     # -- shared pieces ---------------------------------------------------------------
 

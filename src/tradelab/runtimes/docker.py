@@ -218,7 +218,7 @@ class DockerRuntime:
                 continue
             if svc.app:
                 ids[svc.image] = docker_image.ensure_app_image(
-                    self.client, svc.image, self.settings.build.base_image, build, self.echo)
+                    self.client, svc.image, self.stack.base_image, build, self.echo)
             else:
                 ids[svc.image] = docker_image.ensure_image(
                     self.client, svc.image, self.image_key(svc), self.echo)
@@ -247,13 +247,7 @@ class DockerRuntime:
     def ensure_volumes(self, names: list[str], created: _Created) -> None:
         from docker.errors import APIError, NotFound
 
-        for n in names:  # like compose's create_host_path: a missing bind folder is made
-            svc = self.stack.services[n]
-            for m in svc.mounts:
-                if m.kind == "bind" and not Path(m.source).exists():
-                    Path(m.source).mkdir(parents=True, exist_ok=True)
-                if m.kind == "bind" and not m.read_only and svc.user is None:
-                    _writable_by_any_user(Path(m.source))
+        self.stack.prepare_host_folders(names)
         keys = {m.source for n in names for m in self.stack.services[n].mounts
                 if m.kind == "volume"}
         for key in sorted(keys):
@@ -576,17 +570,6 @@ def _port_free(address: str, port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _writable_by_any_user(folder: Path) -> None:
-    """A bind-mounted folder a container writes into as its image's own user (the
-    official Locust image: `locust`, uid 1000), whose uid is not known here: writable
-    by anyone, sticky like /tmp so no user removes another's files."""
-    try:
-        if folder.stat().st_mode & 0o1777 != 0o1777:
-            folder.chmod(0o1777)
-    except OSError:
-        pass  # not ours to change: the container reports what it cannot write
 
 
 def _tar(files: list[tuple[str, bytes, str | None]]) -> bytes:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import re
-import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -139,25 +138,50 @@ def _build(client, context: Path, ref: str, base_image: str, context_hash: str,
 
 def write_build_context(dest: Path) -> str:
     """Write Dockerfile, requirements.txt and pkg/ into `dest`; return a hash of them."""
+    files = build_context_files()
+    for rel, content in files.items():
+        path = dest / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    return context_hash(files)
+
+
+def build_context_files() -> dict[str, bytes]:
+    """The app image's build context (relative posix path -> content): the Dockerfile
+    shipped as package data, requirements.txt and pkg/ (the installed package with a
+    minimal pyproject.toml). Also rendered beside the compose file (`tradelab render`)."""
     import tradelab
 
     dist = importlib.metadata.distribution("tradelab")
     pkg_dir = Path(tradelab.__file__).resolve().parent
-    dest.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(pkg_dir / "Dockerfile", dest / "Dockerfile")
     deps = [r for r in (dist.requires or []) if "extra ==" not in r]
     # setuptools + wheel so the package installs with --no-build-isolation (no second fetch).
     reqs = ["setuptools>=68", "wheel"] + [r for r in deps if _dist_name(r) not in
                                            IMAGE_EXCLUDED_DEPS]
-    (dest / "requirements.txt").write_text("\n".join(reqs) + "\n")
-    shutil.copytree(pkg_dir, dest / "pkg" / "tradelab",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
     scripts = {ep.name: ep.value for ep in dist.entry_points if ep.group == "console_scripts"}
-    (dest / "pkg" / "pyproject.toml").write_text(_pyproject(dist.version, deps, scripts))
+    files = {
+        "Dockerfile": (pkg_dir / "Dockerfile").read_bytes(),
+        "requirements.txt": ("\n".join(reqs) + "\n").encode(),
+        "pkg/pyproject.toml": _pyproject(dist.version, deps, scripts).encode(),
+    }
+    for path in sorted(pkg_dir.rglob("*")):
+        rel = path.relative_to(pkg_dir)
+        if path.is_file() and not any(part == "__pycache__" or part.endswith(".egg-info")
+                                       for part in rel.parts) and path.suffix != ".pyc":
+            files[f"pkg/tradelab/{rel.as_posix()}"] = path.read_bytes()
+    return dict(sorted(files.items()))
+
+
+def context_hash(files: dict[str, bytes]) -> str:
     digest = hashlib.sha256()
-    for path in sorted(p for p in dest.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(dest)).encode() + b"\0" + path.read_bytes())
+    for rel, content in sorted(files.items()):
+        digest.update(rel.encode() + b"\0" + content)
     return digest.hexdigest()[:16]
+
+
+def image_label(files: dict[str, bytes], base_image: str) -> str:
+    """The value of LABEL_CONTEXT_HASH for an app image built from `files` on `base_image`."""
+    return _hash_with(context_hash(files), base_image)
 
 
 def memory_bytes(text: str) -> int:

@@ -1,0 +1,120 @@
+"""Helpers for the tests that run a lab on a real Docker engine (test_docker,
+test_compose): the stand-in images, a lab directory pointed at them, the CLI on it.
+
+No registry is reachable on CI, so tests/docker/build-images.sh builds stand-ins with
+the official images' interface and the lab's tradelab.yaml points `images:` at them
+(the `images` fixture in conftest.py builds them). Grafana, Loki and Promtail cannot
+be had here: run without them (WITHOUT).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from conftest import free_port
+from typer.testing import CliRunner
+
+from tradelab.cli.main import app
+
+HERE = Path(__file__).parent
+BUILD_SCRIPT = HERE / "docker" / "build-images.sh"
+STAND_INS = {
+    "postgres": "tradelab-test/postgres:15",
+    "prometheus": "tradelab-test/prometheus:2.42",
+    "alertmanager": "tradelab-test/alertmanager:0.25",
+    "locust": "tradelab-test/locust:2.32.4",
+}
+BASE_IMAGE = "tradelab-test/python:3.11"
+WITHOUT = "grafana,loki,promtail"
+RUNNING = ["postgres", "api", "engine", "prometheus", "alertmanager", "locust-master",
+           "locust-worker"]
+LABEL_PROJECT = "com.docker.compose.project"
+
+
+def write_lab(root: Path, project: str, **extra) -> Path:
+    config = {
+        "project": project,
+        "ports": {k: free_port() for k in ("api", "engine", "postgres", "prometheus",
+                                           "alertmanager", "grafana", "loki", "locust")},
+        "build": {"base_image": BASE_IMAGE},
+        "images": dict(STAND_INS),
+        **extra,
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "tradelab.yaml").write_text(yaml.safe_dump(config))
+    return root
+
+
+class Lab:
+    """A lab directory with its own project name, driven through the CLI."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.config = yaml.safe_load((root / "tradelab.yaml").read_text())
+        self.project = self.config["project"]
+        self.api = f"http://127.0.0.1:{self.config['ports']['api']}"
+
+    def run(self, *args: str, ok: bool = True):
+        result = CliRunner().invoke(app, ["--lab-dir", str(self.root), *args])
+        if ok:
+            assert result.exit_code == 0, result.output
+        return result
+
+    def status(self) -> dict:
+        return json.loads(self.run("status", "--json").stdout)
+
+    def ids(self) -> dict[str, str]:
+        import docker
+
+        client = docker.from_env()
+        found = client.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}="
+                                                                     f"{self.project}"})
+        return {c.name: c.id for c in found}
+
+    def leftovers(self) -> dict[str, list[str]]:
+        import docker
+
+        client = docker.from_env()
+        flt = {"label": f"{LABEL_PROJECT}={self.project}"}
+        return {
+            "containers": [c.name for c in client.containers.list(all=True, filters=flt)],
+            "volumes": [v.name for v in client.volumes.list(filters=flt)],
+            "networks": [n.name for n in client.networks.list(filters=flt)],
+        }
+
+
+def until(what: str, check, timeout: float = 60, every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (requests.RequestException, ValueError) as exc:
+            last = exc
+        time.sleep(every)
+    pytest.fail(f"timed out waiting for {what}; last: {last!r}")
+
+
+def poll(check, timeout: float, every: float = 1):
+    """check()'s first true value within `timeout`, else None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if value := check():
+                return value
+        except (requests.RequestException, ValueError):
+            pass
+        time.sleep(every)
+    return None
+
+
+def order(lab: Lab, key: str) -> requests.Response:
+    return requests.post(f"{lab.api}/trades", timeout=10, json={
+        "client_order_id": key, "symbol": "AAPL", "side": "BUY", "quantity": 3})
