@@ -42,7 +42,7 @@ def lab(images, tmp_path_factory):
                 mp.delenv(key)
         the_lab = Lab(write_lab(tmp_path_factory.mktemp("composelab") / "lab",
                                 f"tlcompose-{uuid.uuid4().hex[:8]}"))
-        the_lab.run("render")
+        the_lab.run("render", "--without", WITHOUT)  # images that cannot be had here
         yield the_lab
         compose(the_lab, "down", "--volumes", "--timeout", "5", check=False)
 
@@ -67,8 +67,7 @@ def test_compose_builds_the_app_image_up_would_accept(lab):
 
 
 def test_compose_up_brings_every_service_to_healthy(lab):
-    wanted = [n for n in RUNNING if n not in WITHOUT.split(",")]
-    compose(lab, "up", "--detach", "--wait", "--wait-timeout", "300", *wanted)
+    compose(lab, "up", "--detach", "--wait", "--wait-timeout", "300")
     report = lab.status()  # tradelab sees compose's containers as its own lab
     assert report["runtime"] == "docker"
     by_name = {s["name"]: s for s in report["services"]}
@@ -99,7 +98,7 @@ def test_each_service_reads_only_its_own_secrets_as_its_user(lab):
 def test_orders_flow_and_operator_commands_read_them(lab):
     resp = order(lab, f"cmp-{uuid.uuid4().hex[:8]}")
     assert resp.status_code == 201, resp.text
-    trade_id = resp.json()["id"]
+    trade_id = lab.config["trade_id"] = resp.json()["id"]
     until("the engine to execute the trade", lambda: requests.get(
         f"{lab.api}/trades/{trade_id}", timeout=5).json()["status"] != "NEW")
     found = json.loads(lab.run("find-trade", "--id", str(trade_id), "--json").stdout)
@@ -138,6 +137,18 @@ def test_load_writes_its_ledger_from_the_compose_locust(lab):
     summary = json.loads(result.stdout)
     assert summary["orders"]["attempted"] > 0
     assert summary["orders"]["acknowledged"] == summary["orders"]["attempted"]
+
+
+def test_tradelab_up_and_docker_compose_up_take_the_lab_over_from_each_other(lab):
+    # Each recreates the other's containers (their configuration hashes differ) instead
+    # of failing on a container name already in use; the data stays.
+    lab.run("up", "--without", WITHOUT, "--no-build", "--timeout", "5m")
+    compose(lab, "up", "--detach", "--wait", "--wait-timeout", "300")
+    lines = compose(lab, "ps", "--all", "--format", "json").stdout.splitlines()
+    seen = {json.loads(line)["Service"] for line in lines if line.strip()}
+    assert set(RUNNING) | {"migrate", "secrets-init"} == seen
+    trade = requests.get(f"{lab.api}/trades/{lab.config['trade_id']}", timeout=5)
+    assert trade.status_code == 200, trade.text
 
 
 def test_compose_down_volumes_leaves_nothing(lab):

@@ -302,3 +302,18 @@ def test_render_prepares_the_folder_locust_writes_its_ledgers_into(lab, tmp_path
                   if v["target"] == "/var/lib/tradelab/load")
     # The Locust image runs as its own uid: compose would make the folder root's 0755.
     assert Path(ledger).is_dir() and Path(ledger).stat().st_mode & 0o1777 == 0o1777
+
+
+def test_render_without_services_writes_the_lab_up_would_run(lab, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["--lab-dir", str(lab.root), "render", "--out", str(out),
+                                 "--without", "grafana,loki,promtail"])
+    assert result.exit_code == 0, result.output
+    doc = compose(out)
+    assert not {"grafana", "loki", "promtail"} & set(doc["services"])
+    assert not {"grafana-data", "grafana-secrets", "loki-data"} & set(doc["volumes"])
+    assert not (out / "grafana").exists()
+    result = runner.invoke(app, ["--lab-dir", str(lab.root), "render", "--out", str(out),
+                                 "--without", "postgres"])
+    assert result.exit_code == 1 and "postgres is needed by" in result.output

@@ -42,6 +42,9 @@ LABEL_VOLUME = "com.docker.compose.volume"
 # Our own hash, not compose's (which hashes its own model): a user's `docker compose up`
 # then recreates tradelab's containers once, and `tradelab up` recreates compose's.
 LABEL_CONFIG_HASH = "tradelab.config-hash"
+# Compose lists (and so replaces) only containers carrying its hash label: without it a
+# `docker compose up` after `tradelab up` would fail on a container name already in use.
+LABEL_COMPOSE_CONFIG_HASH = "com.docker.compose.config-hash"
 LABEL_VERSION = "tradelab.version"
 
 APP_IMAGE = f"tradelab-app:{__version__}"
@@ -203,6 +206,7 @@ class Stack:
             LABEL_CONTAINER_NUMBER: str(number),
             LABEL_ONEOFF: "False",
             LABEL_CONFIG_HASH: self.services[service].spec_hash(),
+            LABEL_COMPOSE_CONFIG_HASH: self.services[service].spec_hash(),
             LABEL_VERSION: __version__,
         }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -39,3 +39,16 @@ def print_table(rows: list[Mapping[str, Any]], headers: list[str] | None = None)
         return
     headers = headers or list(rows[0].keys())
     typer.echo(tabulate([[r.get(h, "") for h in headers] for r in rows], headers=headers))
+
+
+OnlyOpt = Annotated[str | None, typer.Option(
+    "--only", help="Only these services (comma-separated) and what they need.",
+    show_default=False)]
+WithoutOpt = Annotated[str | None, typer.Option(
+    "--without", help="Leave these services out (comma-separated), e.g. grafana,loki.",
+    show_default=False)]
+
+
+def service_names(text: str | None) -> list[str] | None:
+    """--only/--without's comma-separated list, or None when not given."""
+    return [n.strip() for n in text.split(",") if n.strip()] if text else None

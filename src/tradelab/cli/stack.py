@@ -16,15 +16,19 @@ from typing import Annotated, Any
 
 import typer
 
-from tradelab.cli.common import lab_from, print_json, print_table, settings_from
+from tradelab.cli.common import (
+    OnlyOpt,
+    WithoutOpt,
+    lab_from,
+    print_json,
+    print_table,
+    service_names,
+    settings_from,
+)
 
 RuntimeOpt = Annotated[str | None, typer.Option(
     "--runtime", help="auto (Docker when it answers, else local), docker or local.",
     show_default=False)]
-
-
-def _names(text: str | None) -> list[str] | None:
-    return [n.strip() for n in text.split(",") if n.strip()] if text else None
 
 
 # -- the Python API -----------------------------------------------------------------------
@@ -124,12 +128,8 @@ def _active_chaos(settings, lab) -> dict[str, Any]:
 def up_cli(
     ctx: typer.Context,
     runtime: RuntimeOpt = None,
-    only: Annotated[str | None, typer.Option(
-        "--only", help="Only these services (comma-separated) and what they need.",
-        show_default=False)] = None,
-    without: Annotated[str | None, typer.Option(
-        "--without", help="Leave these services out (comma-separated), e.g. grafana,loki.",
-        show_default=False)] = None,
+    only: OnlyOpt = None,
+    without: WithoutOpt = None,
     build: Annotated[bool, typer.Option(
         "--build/--no-build", help="Rebuild the app image from the installed package "
         "(cached: quick when nothing changed). --no-build uses the image as it is.")] = True,
@@ -148,8 +148,8 @@ def up_cli(
             typer.echo("no Docker engine answers: using the local runtime "
                        "(--runtime docker to insist)")
 
-    rt, statuses = up(settings, lab, runtime, _names(only), _names(without), build, seconds,
-                      on_runtime=chosen)
+    rt, statuses = up(settings, lab, runtime, service_names(only), service_names(without),
+                      build, seconds, on_runtime=chosen)
     typer.echo(f"lab {settings.project} is up ({rt.name} runtime, lab directory {lab.root})")
     print_table([{"service": s.name, "state": s.state, "health": s.health, "url": s.url or ""}
                  for s in statuses])

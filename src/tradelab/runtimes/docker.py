@@ -34,6 +34,7 @@ from tradelab.runtimes import docker_health as health
 from tradelab.runtimes import docker_image
 from tradelab.runtimes.base import ServiceStatus
 from tradelab.stack import (
+    LABEL_COMPOSE_CONFIG_HASH,
     LABEL_CONFIG_HASH,
     LABEL_NETWORK,
     LABEL_PROJECT,
@@ -298,7 +299,8 @@ class DockerRuntime:
         # The number of replicas is no part of a replica's identity: scaling adds or
         # removes containers and leaves the others running, as compose does.
         config_hash = replace(svc, replicas=1).spec_hash(extra=digest.hexdigest())
-        labels = {**self.stack.labels(svc.name, number), LABEL_CONFIG_HASH: config_hash}
+        labels = {**self.stack.labels(svc.name, number), LABEL_CONFIG_HASH: config_hash,
+                  LABEL_COMPOSE_CONFIG_HASH: config_hash}
         create: dict[str, Any] = {
             "image": image_id,
             "name": self.stack.container_name(svc.name, number),
