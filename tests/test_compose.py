@@ -22,6 +22,7 @@ import requests
 from dockerlab import LABEL_PROJECT, RUNNING, WITHOUT, Lab, order, until, write_lab
 
 pytestmark = pytest.mark.docker
+SLACK_URL = "https://hooks.slack.invalid/services/T0/B0/compose-test"
 
 
 def _compose_version() -> str | None:
@@ -40,8 +41,10 @@ def lab(images, tmp_path_factory):
         for key in list(os.environ):
             if key.startswith("TRADELAB_"):
                 mp.delenv(key)
+        # A Slack URL: a secret Alertmanager (the image's own user) reads from a file.
         the_lab = Lab(write_lab(tmp_path_factory.mktemp("composelab") / "lab",
-                                f"tlcompose-{uuid.uuid4().hex[:8]}"))
+                                f"tlcompose-{uuid.uuid4().hex[:8]}",
+                                alerting={"slack_webhook_url": SLACK_URL}))
         the_lab.run("render", "--without", WITHOUT)  # images that cannot be had here
         yield the_lab
         compose(the_lab, "down", "--volumes", "--timeout", "5", check=False)
@@ -89,6 +92,14 @@ def test_each_service_reads_only_its_own_secrets_as_its_user(lab):
 
     assert listing("api") == ["10001 400 /run/secrets/app_db_password"]
     assert listing("postgres") == ["0 444 /run/secrets/postgres_password"]
+    assert listing("alertmanager") == ["0 444 /run/secrets/slack_webhook_url"]
+    # Alertmanager loaded a config that reads the URL from that file (it is healthy, and
+    # the URL itself is in no rendered file).
+    status = requests.get(f"http://127.0.0.1:{lab.config['ports']['alertmanager']}"
+                          "/api/v2/status", timeout=5).json()
+    assert "/run/secrets/slack_webhook_url" in status["config"]["original"]
+    assert not any(SLACK_URL in p.read_text(errors="replace")
+                   for p in (lab.root / "rendered").rglob("*") if p.is_file())
     container = client.containers.get(f"{lab.project}-api-1")
     code, out = container.exec_run(["cat", "/run/secrets/app_db_password"])
     assert code == 0 and out.decode() == lab.root.joinpath(
