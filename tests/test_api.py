@@ -155,9 +155,12 @@ def test_metrics_use_route_templates_and_the_slo_bucket(db, lab_dir):
     trade = client.post("/trades", json=ORDER).json
     client.get(f"/trades/{trade['id']}")
     client.get("/no/such/page/12345")
+    client.put(f"/trades/{trade['id']}")  # 405: the route exists, the method does not
     text = client.get("/metrics").text
     assert 'route="/trades/{trade_id}"' in text
     assert 'route="unmatched"' in text
+    assert 'tradelab_http_requests_total{code="405",method="PUT",route="/trades/{trade_id}"}' \
+        in text
     assert "12345" not in text and f"/trades/{trade['id']}\"" not in text
     assert 'tradelab_http_request_duration_seconds_bucket{le="0.25",method="POST"' in text
     assert 'tradelab_chaos_active{fault="api-errors"} 0.0' in text

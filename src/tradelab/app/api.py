@@ -353,8 +353,26 @@ def route_label(request) -> str:
     Never the raw path: labels must stay bounded."""
     rule = request.url_rule
     if rule is None:
+        rule = _rule_for_other_method(request)
+    if rule is None:
         return "unmatched"
     return _openapi_path(rule.rule)
+
+
+def _rule_for_other_method(request):
+    """A 405's route (DELETE /trades): the rule the path matches with a method it allows."""
+    from flask import current_app
+    from werkzeug.exceptions import HTTPException, MethodNotAllowed
+
+    exc = request.routing_exception
+    if not isinstance(exc, MethodNotAllowed) or not exc.valid_methods:
+        return None
+    try:
+        adapter = current_app.url_map.bind_to_environ(request.environ)
+        rule, _ = adapter.match(method=exc.valid_methods[0], return_rule=True)
+        return rule
+    except HTTPException:
+        return None
 
 
 def _openapi_path(rule: str) -> str:
