@@ -68,6 +68,22 @@ class Lab:
     def status(self) -> dict:
         return json.loads(self.run("status", "--json").stdout)
 
+    def assert_running(self) -> dict[str, dict]:
+        """Every service but those WITHOUT running (healthy where it has a check) and
+        migrate exited 0, as `status --json` reports it; its services by name."""
+        report = self.status()
+        assert report["runtime"] == "docker"
+        by_name = {s["name"]: s for s in report["services"]}
+        for name in RUNNING:
+            assert by_name[name]["state"] == "running", by_name[name]
+        for name in ("postgres", "api", "engine", "prometheus", "alertmanager",
+                     "locust-master"):
+            assert by_name[name]["health"] == "healthy", by_name[name]
+        assert by_name["migrate"]["state"] == "exited", by_name["migrate"]
+        assert by_name["migrate"]["detail"] == "exit 0", by_name["migrate"]
+        assert "chaos" in report
+        return by_name
+
     def ids(self) -> dict[str, str]:
         import docker
 
@@ -118,3 +134,20 @@ def poll(check, timeout: float, every: float = 1):
 def order(lab: Lab, key: str) -> requests.Response:
     return requests.post(f"{lab.api}/trades", timeout=10, json={
         "client_order_id": key, "symbol": "AAPL", "side": "BUY", "quantity": 3})
+
+
+def chaos_failures(lab: Lab, *flags: str) -> list[dict]:
+    """`chaos on` (with `flags`) until investigate-failures finds FAILED trades with a
+    CHAOS reason; those trades. Chaos is off again when this returns."""
+    lab.run("chaos", "on", *flags)
+    try:
+        def failures():
+            out = json.loads(lab.run("investigate-failures", "--json").stdout)
+            return [f for f in out["failures"] if "CHAOS" in (f["failure_reason"] or "")]
+
+        found = until("FAILED trades from chaos", failures, timeout=60, every=1)
+        assert all(f["status"] == "FAILED" for f in found)
+        assert lab.status()["chaos"], "status shows no active fault"
+        return found
+    finally:
+        lab.run("chaos", "off")

@@ -19,7 +19,16 @@ import uuid
 import docker
 import pytest
 import requests
-from dockerlab import LABEL_PROJECT, RUNNING, WITHOUT, Lab, order, until, write_lab
+from dockerlab import (
+    LABEL_PROJECT,
+    RUNNING,
+    WITHOUT,
+    Lab,
+    chaos_failures,
+    order,
+    until,
+    write_lab,
+)
 
 pytestmark = pytest.mark.docker
 SLACK_URL = "https://hooks.slack.invalid/services/T0/B0/compose-test"
@@ -71,14 +80,8 @@ def test_compose_builds_the_app_image_up_would_accept(lab):
 
 def test_compose_up_brings_every_service_to_healthy(lab):
     compose(lab, "up", "--detach", "--wait", "--wait-timeout", "300")
-    report = lab.status()  # tradelab sees compose's containers as its own lab
-    assert report["runtime"] == "docker"
-    by_name = {s["name"]: s for s in report["services"]}
-    for name in RUNNING:
-        assert by_name[name]["state"] == "running", by_name[name]
-    for name in ("postgres", "api", "engine", "prometheus", "alertmanager", "locust-master"):
-        assert by_name[name]["health"] == "healthy", by_name[name]
-    assert by_name["migrate"]["state"] == "exited" and by_name["migrate"]["detail"] == "exit 0"
+    by_name = lab.assert_running()  # tradelab sees compose's containers as its own lab
+    assert by_name["api"]["url"] == lab.api
 
 
 def test_each_service_reads_only_its_own_secrets_as_its_user(lab):
@@ -129,16 +132,7 @@ def test_prometheus_scrapes_the_compose_lab(lab):
 
 
 def test_chaos_reaches_the_compose_containers(lab):
-    lab.run("chaos", "on", "--rate", "1.0")
-    try:
-        def failures():
-            out = json.loads(lab.run("investigate-failures", "--json").stdout)
-            return [f for f in out["failures"] if "CHAOS" in (f["failure_reason"] or "")]
-
-        found = until("FAILED trades from chaos", failures, timeout=60, every=1)
-        assert all(f["status"] == "FAILED" for f in found)
-    finally:
-        lab.run("chaos", "off")
+    assert chaos_failures(lab, "--rate", "1.0")
 
 
 def test_load_writes_its_ledger_from_the_compose_locust(lab):

@@ -29,10 +29,10 @@ from dockerlab import (
     BASE_IMAGE,
     HERE,
     LABEL_PROJECT,
-    RUNNING,
     STAND_INS,
     WITHOUT,
     Lab,
+    chaos_failures,
     order,
     poll,
     until,
@@ -64,18 +64,10 @@ def test_up_brings_every_service_to_healthy(lab):
     result = lab.run("up", "--runtime", "docker", "--without", WITHOUT, "--timeout", "5m")
     print(f"\nup -> all healthy in {time.monotonic() - started:.1f}s", file=sys.stderr)
     assert "Grafana login" in result.stdout and "grafana_admin_password" in result.stdout
-    report = lab.status()
-    assert report["runtime"] == "docker"
-    by_name = {s["name"]: s for s in report["services"]}
-    for name in RUNNING:
-        assert by_name[name]["state"] == "running", by_name[name]
-    for name in ("postgres", "api", "engine", "prometheus", "alertmanager", "locust-master"):
-        assert by_name[name]["health"] == "healthy", by_name[name]
-    assert by_name["migrate"]["state"] == "exited" and by_name["migrate"]["detail"] == "exit 0"
+    by_name = lab.assert_running()
     assert by_name["grafana"]["state"] == "missing"
     assert by_name["api"]["url"] == lab.api
     assert by_name["prometheus"]["url"].startswith("http://127.0.0.1:")
-    assert "chaos" in report
 
 
 def test_orders_flow_and_the_engine_fills_them(lab):
@@ -198,17 +190,7 @@ def test_logs_shows_the_service_json_lines(lab):
 
 
 def test_chaos_on_makes_failed_trades_investigate_failures_finds_them(lab):
-    lab.run("chaos", "on")
-    try:
-        def failures():
-            out = json.loads(lab.run("investigate-failures", "--json").stdout)
-            return [f for f in out["failures"] if "CHAOS" in (f["failure_reason"] or "")]
-
-        found = until("FAILED trades from chaos", failures, timeout=60, every=1)
-        assert all(f["status"] == "FAILED" for f in found)
-        assert "exchange-errors" in lab.status()["chaos"]
-    finally:
-        lab.run("chaos", "off")
+    assert chaos_failures(lab)
 
 
 def test_db_outage_gives_503_then_recovers_after_chaos_off(lab):
