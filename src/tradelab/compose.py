@@ -140,7 +140,7 @@ def _secrets_init(readers: list[Service], build: dict[str, Any]) -> dict[str, An
     for svc in readers:
         dest = f"{_COPIES}/{svc.name}"
         steps.append(f"rm -rf {dest}/*")
-        owner = svc.user if svc.user and svc.user.replace(":", "").isdigit() else None
+        owner = svc.secret_owner
         uid, _, gid = (owner or "0:0").partition(":")
         for sec in svc.secrets:
             if not sec.target.startswith(SECRETS_DIR_IN_CONTAINER + "/"):

@@ -145,6 +145,12 @@ class Service:
         """The full command line (local runtime; docker when the entrypoint is set)."""
         return (self.entrypoint or ()) + self.command
 
+    @property
+    def secret_owner(self) -> str | None:
+        """"uid:gid" its secrets are given to (0400), or None for an image's own user,
+        whose uid is not known here (then 0444, readable inside the container only)."""
+        return self.user if self.user and self.user.replace(":", "").isdigit() else None
+
     def port(self, name: str) -> Port:
         for port in self.ports:
             if port.name == name:

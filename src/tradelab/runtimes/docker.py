@@ -292,8 +292,7 @@ class DockerRuntime:
                 m.source)
             mounts.append(Mount(m.target, str(source.resolve()), type="bind",
                                 read_only=m.read_only))
-        owner = svc.user if svc.user and svc.user.replace(":", "").isdigit() else None
-        files = [(s.target, s.source.read_bytes(), owner) for s in svc.secrets]
+        files = [(s.target, s.source.read_bytes(), svc.secret_owner) for s in svc.secrets]
         for target, data, _ in files:
             digest.update(target.encode() + hashlib.sha256(data).digest())
         # The number of replicas is no part of a replica's identity: scaling adds or
