@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from tradelab.compose import BUILD_CONTEXT
 from tradelab.errors import TradelabError
 from tradelab.runtimes import docker_health as health
 from tradelab.runtimes import docker_image
@@ -218,8 +219,10 @@ class DockerRuntime:
             if svc.image in ids:
                 continue
             if svc.app:
+                # From the context render_configs() just wrote: the compose file's too.
                 ids[svc.image] = docker_image.ensure_app_image(
-                    self.client, svc.image, self.stack.base_image, build, self.echo)
+                    self.client, svc.image, self.stack.base_image, build, self.echo,
+                    context=self.stack.rendered_dir / BUILD_CONTEXT)
             else:
                 ids[svc.image] = docker_image.ensure_image(
                     self.client, svc.image, self.image_key(svc), self.echo)

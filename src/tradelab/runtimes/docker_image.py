@@ -7,9 +7,11 @@
 
 The app image is built from the *installed* package, not from a source checkout: the
 package directory (wherever Python imports `tradelab` from: site-packages after a wheel
-install, src/ in an editable checkout) is copied into a temporary build context with a
-minimal pyproject.toml made from the distribution's metadata, next to the Dockerfile
-shipped as package data. Both kinds of install therefore build the same way.
+install, src/ in an editable checkout) is copied into a build context with a minimal
+pyproject.toml made from the distribution's metadata, next to the Dockerfile shipped as
+package data. Both kinds of install therefore build the same way. `tradelab up` builds
+from the context `render` writes to <lab>/rendered/app-image/, which the compose file
+builds from too; without one, a temporary context is written.
 """
 
 from __future__ import annotations
@@ -67,28 +69,40 @@ def ensure_image(client, ref: str, key: str, echo: Callable[[str], None]) -> str
 
 
 def ensure_app_image(client, ref: str, base_image: str, build: bool,
-                     echo: Callable[[str], None]) -> str:
+                     echo: Callable[[str], None], context: Path | None = None) -> str:
     """The id of the app image `ref`; built from the installed package when asked or missing.
 
+    `context` is a folder already holding build_context_files() (the rendered
+    app-image/ the compose file builds from too); without it a temporary one is written.
     With the build cache a rebuild of unchanged code takes seconds and yields the same
     image id, so containers are only recreated when the code really changed.
     """
     if not build and image_present(client, ref):
         return client.images.get(ref).id
-    with tempfile.TemporaryDirectory(prefix="tradelab-build-") as tmp:
-        context_hash = write_build_context(Path(tmp))
-        try:
-            current = client.images.get(ref)
-            if (current.labels or {}).get(LABEL_CONTEXT_HASH) == _hash_with(context_hash,
-                                                                              base_image):
-                return current.id
-        except Exception:  # noqa: BLE001 - missing: build it
-            pass
-        echo(f"building {ref} on {base_image}")
-        image_id = _build(client, Path(tmp), ref, base_image,
-                          _hash_with(context_hash, base_image), echo)
+    if context is not None:
+        image_id = _ensure_built(client, context, _read_context(context), ref, base_image, echo)
+    else:
+        with tempfile.TemporaryDirectory(prefix="tradelab-build-") as tmp:
+            files = build_context_files()
+            _write_context(Path(tmp), files)
+            image_id = _ensure_built(client, Path(tmp), files, ref, base_image, echo)
     remove_replaced_app_images(client)
     return image_id
+
+
+def _ensure_built(client, context: Path, files: dict[str, bytes], ref: str,
+                  base_image: str, echo: Callable[[str], None]) -> str:
+    """The image `ref` if its label says it was built from `files` on `base_image`, else
+    a new build of `context`."""
+    label = image_label(files, base_image)
+    try:
+        current = client.images.get(ref)
+        if (current.labels or {}).get(LABEL_CONTEXT_HASH) == label:
+            return current.id
+    except Exception:  # noqa: BLE001 - missing: build it
+        pass
+    echo(f"building {ref} on {base_image}")
+    return _build(client, context, ref, base_image, label, echo)
 
 
 def remove_replaced_app_images(client) -> int:
@@ -136,14 +150,16 @@ def _build(client, context: Path, ref: str, base_image: str, context_hash: str,
     return client.images.get(ref).id
 
 
-def write_build_context(dest: Path) -> str:
-    """Write Dockerfile, requirements.txt and pkg/ into `dest`; return a hash of them."""
-    files = build_context_files()
+def _write_context(dest: Path, files: dict[str, bytes]) -> None:
     for rel, content in files.items():
         path = dest / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
-    return context_hash(files)
+
+
+def _read_context(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def build_context_files() -> dict[str, bytes]:
