@@ -308,6 +308,39 @@ def test_help_lists_commands_and_cli_import_stays_light():
     assert probe.stdout.strip() == "[]"
 
 
+HELP_PROBE = """
+import contextlib, io, sys
+from typer.main import get_command
+from tradelab.cli.main import app
+root, out = get_command(app), io.StringIO()
+def groups(command, path):
+    yield path
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        if getattr(sub, "commands", None) is not None:
+            yield from groups(sub, [*path, name])
+for path in groups(root, []):
+    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+        app([*path, "--help"], prog_name="tradelab")
+print(sorted({m.split(".")[0] for m in sys.modules} & {"rich", "markdown_it"}))
+print(out.getvalue())
+"""
+
+
+def test_help_is_plain_fast_and_whole():
+    """Every group's --help is click's plain text (rich costs most of the start time, see
+    docs/benchmarks.md) and no command summary is cut short with '...'."""
+    probe = subprocess.run([sys.executable, "-c", HELP_PROBE], capture_output=True,
+                           text=True, timeout=60, env={**os.environ, "COLUMNS": "80"})
+    assert probe.returncode == 0, probe.stderr
+    imported, _, helps = probe.stdout.partition("\n")
+    assert imported == "[]", "--help imported " + imported
+    for group in ("Usage: tradelab [OPTIONS]", "Usage: tradelab chaos", "Usage: tradelab db"):
+        assert group in helps
+    assert "Start the lab (or bring it up to date); wait until\n" in helps
+    assert not [line for line in helps.splitlines()
+                if line.endswith("...") and not line.startswith("Usage:")]
+
+
 def test_operator_commands_in_a_subprocess(db, admin, tmp_path):
     trade_id = add_trade(admin, status="FAILED", reason=CHAOS, client_order_id="sub-1")
     env = {"TRADELAB_HOME": str(tmp_path / "lab"), "TRADELAB_DATABASE_URL": db.operator_url}

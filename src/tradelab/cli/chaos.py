@@ -16,9 +16,9 @@ from typing import Annotated
 
 import typer
 
-from tradelab.cli.common import lab_from, print_json, print_table, settings_from
+from tradelab.cli.common import command_group, lab_from, print_json, print_table, settings_from
 
-chaos_app = typer.Typer(
+chaos_app = command_group(
     help="Turn faults on and off: exchange errors, latency, engine stall, outages.",
     no_args_is_help=True,
 )

@@ -1,4 +1,9 @@
-"""What every command shares: the lab, the settings, JSON and table output."""
+"""What every command shares: the lab, the settings, JSON and table output, help groups.
+
+    config_app = command_group(help="Show and change the lab's settings.",
+                               no_args_is_help=True)
+    app.add_typer(config_app, name="config")
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,36 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from tradelab.lab import Lab
 
 if TYPE_CHECKING:  # pydantic is imported only when a command reads the settings
     from tradelab.settings import Settings
+
+
+class PlainHelpGroup(TyperGroup):
+    """A command group whose --help is click's plain text, each command's summary in full.
+
+    Typer's rich help imports rich and markdown-it and builds panels: most of the wall
+    time of `tradelab --help` (see docs/benchmarks.md). Plain click help prints the same
+    texts; only click's habit of cutting summaries to one line ("...") is undone here.
+    """
+
+    def format_commands(self, ctx, formatter) -> None:  # noqa: D102
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def command_group(**kwargs: Any) -> typer.Typer:
+    """A `tradelab X` command group (typer.Typer's arguments) with plain, fast help."""
+    return typer.Typer(cls=PlainHelpGroup, rich_markup_mode=None, **kwargs)
 
 
 def lab_from(ctx: typer.Context) -> Lab:

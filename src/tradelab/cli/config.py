@@ -17,9 +17,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
-from tradelab.cli.common import lab_from, print_json, print_table, settings_from
+from tradelab.cli.common import command_group, lab_from, print_json, print_table, settings_from
 
-config_app = typer.Typer(help="Show and change the lab's settings.", no_args_is_help=True)
+config_app = command_group(help="Show and change the lab's settings.", no_args_is_help=True)
 
 
 class LabPath(enum.StrEnum):

@@ -17,9 +17,9 @@ from typing import Annotated
 
 import typer
 
-from tradelab.cli.common import lab_from, settings_from
+from tradelab.cli.common import command_group, lab_from, settings_from
 
-db_app = typer.Typer(help="Database schema and roles.", no_args_is_help=True)
+db_app = command_group(help="Database schema and roles.", no_args_is_help=True)
 
 
 def _url(ctx: typer.Context, explicit: str | None, role: str) -> str:

@@ -17,9 +17,9 @@ from typing import Annotated
 
 import typer
 
-from tradelab.cli.common import lab_from, print_json, print_table, settings_from
+from tradelab.cli.common import command_group, lab_from, print_json, print_table, settings_from
 
-load_app = typer.Typer(
+load_app = command_group(
     name="load",
     help="Put trading load on the lab with Locust (status, stop: the running test).",
 )

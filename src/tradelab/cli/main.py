@@ -2,7 +2,8 @@
 
 Each module in tradelab.cli declares its commands with `register(app)`. Command
 modules import only typer and light tradelab modules at import time; Docker,
-Flask, psycopg and Locust are imported inside the commands that need them.
+Flask, psycopg and Locust are imported inside the commands that need them. Help is
+plain click text (cli.common.PlainHelpGroup), so --help never imports rich either.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from typer.core import TyperGroup
 
 try:  # typer >= 0.29 ships its own copy of click; older releases use click itself
     from typer._click import exceptions as click_errors
@@ -20,10 +20,11 @@ except ImportError:  # pragma: no cover
     from click import exceptions as click_errors
 
 from tradelab import __version__
+from tradelab.cli.common import PlainHelpGroup
 from tradelab.errors import TradelabError
 
 
-class _Group(TyperGroup):
+class _Group(PlainHelpGroup):
     """Turns a TradelabError anywhere below into one line on stderr and exit 1,
     and a usage mistake (bad flag or value) into one line and exit 2."""
 
@@ -60,6 +61,7 @@ class _Group(TyperGroup):
 
 app = typer.Typer(
     cls=_Group,
+    rich_markup_mode=None,  # plain click help: rich's costs most of --help's start time
     name="tradelab",
     help="An SRE practice lab: a trading system, its observability stack, load and chaos.",
     no_args_is_help=True,

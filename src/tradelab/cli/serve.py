@@ -13,9 +13,9 @@ from typing import Annotated
 
 import typer
 
-from tradelab.cli.common import lab_from, settings_from
+from tradelab.cli.common import command_group, lab_from, settings_from
 
-serve_app = typer.Typer(
+serve_app = command_group(
     name="serve",
     help="Run a service in the foreground (api, engine).",
     no_args_is_help=True,
