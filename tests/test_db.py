@@ -65,3 +65,48 @@ def test_app_role_can_write(db):
         conn.execute(
             "INSERT INTO trades (client_order_id, symbol, side, quantity, request_hash)"
             " VALUES ('x', 'AAPL', 'BUY', 1, 'h')")
+
+
+def test_initdb_reads_the_superuser_password_from_a_private_file():
+    """The password file initdb reads is 0600 in a 0700 folder, owned by the server user,
+    for the whole initdb (observed by a wrapper around the real initdb), and gone after."""
+    import os
+    import pwd
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from tradelab.db.cluster import PostgresCluster, find_bindir
+
+    real = find_bindir()
+    bindir = Path(tempfile.mkdtemp(prefix="tradelab-bin-"))
+    report = Path(tempfile.mkdtemp(prefix="tradelab-report-"))
+    for d in (bindir, report):
+        os.chmod(d, 0o777 if d == report else 0o755)
+    for tool in real.iterdir():
+        if tool.name != "initdb":
+            (bindir / tool.name).symlink_to(tool)
+    (bindir / "initdb").write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do case "$a" in --pwfile=*) f="${a#--pwfile=}";; esac; done\n'
+        f'stat -c "%a %U %n" "$f" "$(dirname "$f")" > {report}/seen\n'
+        f'exec {real}/initdb "$@"\n')
+    os.chmod(bindir / "initdb", 0o755)
+
+    root = Path(tempfile.mkdtemp(prefix="tradelab-pg-"))  # the server user walks into it
+    os.chmod(root, 0o755)
+    cluster = PostgresCluster(root / "data", port=1, bindir=bindir)
+    try:
+        cluster.init("s3cret-password")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    seen = (report / "seen").read_text().split("\n")
+    file_mode, file_owner, file_name = seen[0].split(" ", 2)
+    dir_mode, dir_owner, _ = seen[1].split(" ", 2)
+    owner = cluster.user or pwd.getpwuid(os.geteuid()).pw_name
+    assert (file_mode, file_owner) == ("600", owner)
+    assert (dir_mode, dir_owner) == ("700", owner)
+    assert not Path(file_name).exists() and not Path(file_name).parent.exists()
+    shutil.rmtree(bindir)
+    shutil.rmtree(report)

@@ -19,6 +19,8 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tradelab.errors import TradelabError
@@ -69,15 +71,10 @@ class PostgresCluster:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         self._own(self.data_dir, self.socket_dir, self.data_dir.parent)
-        with tempfile.NamedTemporaryFile("w", delete=False) as pw:
-            pw.write(superuser_password + "\n")
-        os.chmod(pw.name, 0o644)
-        try:
+        with self._private_file(superuser_password + "\n") as pwfile:
             self._run("initdb", "-D", str(self.data_dir), "-U", "postgres",
-                      "--auth=scram-sha-256", f"--pwfile={pw.name}", "-E", "UTF8",
+                      "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8",
                       "--locale=C", "--no-instructions")
-        finally:
-            os.unlink(pw.name)
         with open(self.data_dir / "postgresql.conf", "a") as conf:
             conf.write(
                 "\n# tradelab\n"
@@ -134,6 +131,25 @@ class PostgresCluster:
             entry = pwd.getpwnam(self.user)
             for p in paths:
                 os.chown(p, entry.pw_uid, entry.pw_gid)
+
+    @contextmanager
+    def _private_file(self, content: str) -> Iterator[Path]:
+        """A file only the server user can read, for as long as the block runs.
+
+        Made 0600 from the start (O_EXCL, in a fresh 0700 directory), then given to the
+        server user: no other local user can read it at any moment, and no file planted
+        beforehand can be reused.
+        """
+        folder = Path(tempfile.mkdtemp(prefix="tradelab-initdb-"))
+        path = folder / "pwfile"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(content)
+            self._own(folder, path)
+            yield path
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _run(self, tool: str, *args: str) -> None:
         result = subprocess.run([str(self.bindir / tool), *args], capture_output=True,
