@@ -84,6 +84,30 @@ def test_exchange_outcomes_have_reasons_and_follow_the_rules():
         assert 0.005 <= o.latency_s <= 0.030 and o.detail()["reason"]
 
 
+def test_prices_stay_positive_and_near_their_anchor_over_days_of_idle_steps():
+    """The engine asks for a price whenever it runs: after a night idle, or every few
+    hours for days. Each gap is one step of the model, so the step must be exact."""
+    import math
+    import random
+
+    now = [0.0]
+    rng = random.Random(11)
+    ex = SimulatedExchange(["AAPL"], latency_ms=(5, 30), baseline_failure_rate=0,
+                           rng=rng, clock=lambda: now[0])
+    anchor = ex.price("AAPL")
+    gaps = []
+    for _ in range(3000):
+        now[0] += rng.choice((1.0, 60.0, 3 * 3600.0, 10 * 3600.0, 3 * 86400.0))
+        market = ex.price("AAPL")
+        assert math.isfinite(market) and market > 0
+        gaps.append(math.log(market / anchor))
+        # A SELL limit (the order whose check divides by the market) always has an answer.
+        assert ex.execute(Order("AAPL", "SELL", 10, market * 1.005), {}).status == "FILLED"
+    assert max(abs(g) for g in gaps) < 0.15  # the spread is about 1.7%: nine sigmas
+    spread = math.sqrt(sum(g * g for g in gaps) / len(gaps))
+    assert 0.01 < spread < 0.025
+
+
 # -- exactly once -----------------------------------------------------------------------------
 
 def test_two_engines_execute_every_trade_exactly_once(db, chaos_file, tmp_path):

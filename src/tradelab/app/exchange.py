@@ -35,6 +35,7 @@ MEAN_REVERSION = 1 / 3600  # per second, so a long-running lab never drifts to a
 LIMIT_REACH = 0.01  # a limit within 1% beyond the market is reached; further is not
 MAX_LIQUIDITY = 250_000  # shares per order the book can absorb
 TIMEOUT_MS = 2000  # the exchange gives up after this
+MIN_PRICE = 0.0001  # the smallest price the trades table stores (numeric(18, 4)), never 0
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,19 @@ class Outcome:
         }
 
 
+def ou_step(log_gap: float, dt: float, z: float) -> float:
+    """The log price's gap to its anchor `dt` seconds later (z a standard normal draw).
+
+    The exact transition of the Ornstein-Uhlenbeck process dX = -θX dt + σ dW, not an
+    Euler step: the gap shrinks by e^(-θ dt) whatever the idle time (an Euler step's
+    factor 1 - θ dt turns negative after an hour and diverges after two), and its
+    spread tends to σ/sqrt(2θ), about 1.7% around the anchor.
+    """
+    decay = math.exp(-MEAN_REVERSION * dt)
+    spread = VOLATILITY * math.sqrt(-math.expm1(-2 * MEAN_REVERSION * dt) / (2 * MEAN_REVERSION))
+    return log_gap * decay + spread * z
+
+
 def start_price(symbol: str) -> float:
     if symbol in START_PRICES:
         return START_PRICES[symbol]
@@ -88,19 +102,19 @@ class SimulatedExchange:
         self._moved_at = {s: clock() for s in symbols}
 
     def price(self, symbol: str) -> float:
-        """The market price now: a mean-reverting geometric random walk per symbol."""
+        """The market price now: a mean-reverting geometric random walk per symbol
+        (log-OU around the start price), always positive."""
         if symbol not in self._price:
             self._anchor[symbol] = self._price[symbol] = start_price(symbol)
             self._moved_at[symbol] = self._clock()
         now = self._clock()
         dt = max(0.0, now - self._moved_at[symbol])
         if dt > 0:
-            log_gap = math.log(self._price[symbol] / self._anchor[symbol])
-            step = (-MEAN_REVERSION * log_gap * dt
-                    + VOLATILITY * math.sqrt(dt) * self.rng.gauss(0.0, 1.0))
-            self._price[symbol] *= math.exp(step)
+            gap = ou_step(math.log(self._price[symbol] / self._anchor[symbol]), dt,
+                          self.rng.gauss(0.0, 1.0))
+            self._price[symbol] = self._anchor[symbol] * math.exp(gap)
             self._moved_at[symbol] = now
-        return round(self._price[symbol], 4)
+        return max(MIN_PRICE, round(self._price[symbol], 4))
 
     def execute(self, order: Order, chaos: dict[str, Any]) -> Outcome:
         """The exchange's answer to `order` under the active chaos faults (name -> fault)."""
