@@ -151,6 +151,33 @@ def test_stale_files_are_removed_and_foreign_files_kept(lab, tmp_path):
     assert "promtail" not in compose(out)["services"]
 
 
+def test_a_planted_manifest_deletes_nothing_the_render_did_not_write(lab, tmp_path):
+    import hashlib
+
+    out = rendered(lab, tmp_path / "out")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victims = {name: outside / name for name in ("absolute", "dotdot", "via-link", "tmp")}
+    for path in victims.values():
+        path.write_text("keep me")
+    (out / "link").symlink_to(outside)
+    (out / "edited.yml").write_text("the user's own file")
+    listed = [str(victims["absolute"]), "../outside/dotdot", "link/via-link",
+              "promtail/../../outside/dotdot", "edited.yml"]
+    digest = hashlib.sha256(b"keep me").hexdigest()
+    (out / ".tradelab-rendered").write_text(
+        "".join(f"{digest} {rel}\n" for rel in listed) + "".join(f"{rel}\n" for rel in listed))
+    # A link planted where the render writes its temporary file is not written through.
+    (out / "prometheus" / ".prometheus.yml.tmp").symlink_to(victims["tmp"])
+    (out / "prometheus" / "prometheus.yml").write_text("changed, so rewritten")
+
+    rendered(lab, out)
+    assert all(path.read_text() == "keep me" for path in victims.values())
+    assert (out / "edited.yml").read_text() == "the user's own file"
+    assert "scrape_configs" in (out / "prometheus" / "prometheus.yml").read_text()
+    assert not (out / "prometheus" / ".prometheus.yml.tmp").exists()
+
+
 def test_default_output_is_the_labs_rendered_dir(lab):
     render(load_settings(lab, env={}), lab)
     assert (lab.rendered_dir / "docker-compose.yml").is_file()

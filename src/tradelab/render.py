@@ -27,7 +27,9 @@ Stack as a compose document) and `indent`. A missing value is a one-line
 TradelabError: "missing configuration value: X in <template>". Output is
 deterministic (no timestamps); files whose content did not change are not
 rewritten, and files a previous render wrote that are no longer produced are
-removed (the list is kept in <out>/.tradelab-rendered).
+removed (the list is kept in <out>/.tradelab-rendered, with each file's digest):
+only a file inside <out>, reached without a symlink and still holding what the
+render wrote, is ever removed. A planted or hand-edited list deletes nothing else.
 """
 
 from __future__ import annotations
@@ -236,15 +238,13 @@ def render(settings, lab, out: Path | None = None, runtime: str = "docker",
         for rel, content in files.items():
             path = out / rel
             path.parent.mkdir(parents=True, exist_ok=True)
-            if not path.is_file() or path.read_bytes() != content:
-                tmp = path.with_name(f".{path.name}.tmp")
-                tmp.write_bytes(content)
-                tmp.chmod(0o644)  # read by containers running as other users
-                tmp.replace(path)
+            if path.is_symlink() or not path.is_file() or path.read_bytes() != content:
+                _write_file(path, content)
             written.append(path)
         for rel in sorted(set(previous) - set(files)):
-            _remove_stale(out, rel)
-        (out / MANIFEST).write_text("".join(f"{rel}\n" for rel in files))
+            _remove_stale(out, rel, previous[rel])
+        _write_file(out / MANIFEST, "".join(
+            f"{_digest(content)} {rel}\n" for rel, content in files.items()).encode())
     except OSError as exc:
         raise TradelabError(f"cannot write rendered files to {out}: {exc.strerror or exc}; "
                             "choose another folder with --out") from None
@@ -256,16 +256,58 @@ def render_stack(stack: Stack, settings, lab, out: Path) -> list[Path]:
     return render(settings, lab, out=out, stack=stack)
 
 
-def _read_manifest(out: Path) -> list[str]:
+def _write_file(path: Path, content: bytes, mode: int = 0o644) -> None:
+    """Replace `path` with `content` atomically. The temporary file is made afresh
+    (O_EXCL): a link planted under its name is removed, never written through."""
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(content)
+    os.chmod(tmp, mode)  # despite the umask: read by containers running as other users
+    os.replace(tmp, path)
+
+
+def _digest(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def _read_manifest(out: Path) -> dict[str, str]:
+    """What the last render wrote: relative path -> sha256 of the content it wrote."""
     path = out / MANIFEST
-    if not path.is_file():
-        return []
-    return [line for line in path.read_text().splitlines() if line and ".." not in line]
+    if not path.is_file() or path.is_symlink():
+        return {}
+    entries = {}
+    for line in path.read_text(errors="replace").splitlines():
+        digest, _, rel = line.partition(" ")
+        if len(digest) == 64 and rel:
+            entries[rel] = digest
+    return entries
 
 
-def _remove_stale(out: Path, rel: str) -> None:
-    path = out / rel
-    path.unlink(missing_ok=True)
+def _owned_path(out: Path, rel: str) -> Path | None:
+    """out/rel if `rel` names a regular file inside `out` reached without a symlink
+    (no absolute path, no `..`), else None."""
+    parts = PurePosixPath(rel).parts
+    if not parts or PurePosixPath(rel).is_absolute() or any(p in ("..", ".", "") for p in parts):
+        return None
+    path = out
+    for part in parts:
+        path = path / part
+        if path.is_symlink():
+            return None
+    return path if path.is_file() else None
+
+
+def _remove_stale(out: Path, rel: str, digest: str) -> None:
+    """Remove a file a previous render wrote and nobody changed since; then its
+    emptied folders. Anything else the manifest names is left alone."""
+    path = _owned_path(out, rel)
+    if path is None or _digest(path.read_bytes()) != digest:
+        return
+    path.unlink()
     parent = path.parent
     while parent != out and parent.is_dir() and not any(parent.iterdir()):
         parent.rmdir()
