@@ -53,6 +53,8 @@ def migrate(url: str, app_password: str | None = None,
                     "CREATE TABLE IF NOT EXISTS schema_migrations ("
                     " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
                 )
+                # Before the migrations: 0002_least_privilege grants to these roles.
+                _ensure_roles(conn, app_password, operator_password)
                 done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
                 applied = []
                 for version, sql in available():
@@ -64,7 +66,6 @@ def migrate(url: str, app_password: str | None = None,
                             "INSERT INTO schema_migrations (version) VALUES (%s)", (version,)
                         )
                     applied.append(version)
-                _ensure_roles(conn, app_password, operator_password)
                 return applied
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
@@ -93,16 +94,7 @@ def _ensure_roles(conn, app_password: str | None, operator_password: str | None)
             sql.Identifier(db), sql.Identifier(role)))
         conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(sql.Identifier(role)))
 
-    app, operator = sql.Identifier(APP_ROLE), sql.Identifier(OPERATOR_ROLE)
-    statements = [
-        "GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO {app}",
-        "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {app}",
-        "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {operator}",
-        "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE ON TABLES TO {app}",
-        "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {app}",
-        "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {operator}",
-        # The operator role is read-only even if someone grants it more by mistake.
-        "ALTER ROLE {operator} SET default_transaction_read_only = on",
-    ]
-    for stmt in statements:
-        conn.execute(sql.SQL(stmt).format(app=app, operator=operator))
+    # What each role may do with the tables is in migrations/0002_least_privilege.sql.
+    # The operator role is read-only even if someone grants it more by mistake.
+    conn.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(
+        sql.Identifier(OPERATOR_ROLE)))
