@@ -34,6 +34,9 @@ STATEMENT_TIMEOUT_MS = 5000
 _LATENCY_ENDPOINTS = {"create_trade", "get_trade", "index"}
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
                413: "payload_too_large", 415: "unsupported_media_type"}
+# The `method` label of the HTTP metrics: these, or "other" (a client chooses the method).
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+MAX_TRADE_ID = 2**63 - 1  # trades.id is a bigint
 
 
 class DatabaseUnavailable(Exception):
@@ -181,6 +184,7 @@ def create_app(settings: Any = None, *, lab: Any = None, database_url: str | Non
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.api.max_body_bytes
+    app.url_map.converters["trade_id"] = _trade_id_converter()
     state = ApiState(settings, url, chaos_file_from_env(lab))
     app.extensions["tradelab"] = state
     _register_hooks(app, state)
@@ -206,7 +210,7 @@ def _register_routes(app, state: ApiState) -> None:
 
     @app.post("/trades")
     def create_trade():
-        body = request.get_data(cache=False)  # 413 above max_body_bytes
+        body = _read_body(request)
         if not request.is_json:
             return error(415, "unsupported_media_type",
                          "send the order as JSON with Content-Type: application/json")
@@ -253,7 +257,7 @@ def _register_routes(app, state: ApiState) -> None:
                      [{"field": "client_order_id", "message": "already used for another order",
                        "type": "conflict"}])
 
-    @app.get("/trades/<int:trade_id>")
+    @app.get("/trades/<trade_id:trade_id>")
     def get_trade(trade_id: int):
         with state.connection() as conn:
             trade = trades.get_trade(conn, trade_id)
@@ -305,6 +309,55 @@ def _register_routes(app, state: ApiState) -> None:
         return _json(openapi_document(tuple(settings.symbols)))
 
 
+def _read_body(request) -> bytes:
+    """The request body; 413 above max_body_bytes, 400 when the client's framing is broken.
+
+    A bad chunked encoding surfaces while reading, as the server's own exception
+    (gunicorn: a ParseException such as InvalidChunkSize or NoMoreData, an IOError;
+    werkzeug: an OSError, or ClientDisconnected once its stream wraps it), mostly not
+    as an HTTPException: without this it would be the catch-all 500, counted against
+    the availability SLO.
+    """
+    from werkzeug.exceptions import ClientDisconnected
+
+    framing_errors: tuple[type[BaseException], ...] = (OSError, ValueError,
+                                                       ClientDisconnected)
+    try:
+        from gunicorn.http.errors import ParseException
+
+        framing_errors += (ParseException,)
+    except ImportError:
+        pass
+    try:
+        return request.get_data(cache=False)
+    except framing_errors as exc:
+        raise MalformedBody(f"the request body could not be read: {exc}"[:200]) from None
+
+
+class MalformedBody(Exception):
+    """The body's framing (Content-Length, chunked encoding) is broken: the client's fault."""
+
+
+def _trade_id_converter():
+    """A path segment that is a possible trades.id: 1 to 19 digits, at most a bigint.
+    Anything else is a 404 without a database call (and never int() of 4301 digits)."""
+    from werkzeug.routing import BaseConverter, ValidationError
+
+    class TradeIdConverter(BaseConverter):
+        regex = r"\d{1,19}"
+
+        def to_python(self, value: str) -> int:
+            number = int(value)
+            if number > MAX_TRADE_ID:
+                raise ValidationError()
+            return number
+
+        def to_url(self, value: Any) -> str:
+            return str(int(value))
+
+    return TradeIdConverter
+
+
 def _trade_out(trade: dict[str, Any]) -> dict[str, Any]:
     return models.Trade.model_validate(trade).model_dump(mode="json")
 
@@ -331,7 +384,7 @@ def _register_hooks(app, state: ApiState) -> None:
     def _record(response):
         start = g.get("tradelab_start")
         route = route_label(request)
-        method = request.method
+        method = method_label(request)
         metrics.requests.labels(method, route, str(response.status_code)).inc()
         if start is not None:
             metrics.duration.labels(method, route).observe(time.perf_counter() - start)
@@ -346,6 +399,11 @@ def _observe_pool(state: ApiState, metrics: Any) -> None:
     pool = state.current_pool()
     if pool is not None:
         metrics.observe_pool(pool.get_stats())
+
+
+def method_label(request) -> str:
+    """The request method if it is a standard one, else "other": labels stay bounded."""
+    return request.method if request.method in KNOWN_METHODS else "other"
 
 
 def route_label(request) -> str:
@@ -392,6 +450,13 @@ def _register_errors(app) -> None:
                                                     "reason": str(exc)})
         return error(503, "db_unavailable", "the database is unavailable; retry shortly",
                      headers={"Retry-After": RETRY_AFTER_S})
+
+    @app.errorhandler(MalformedBody)
+    def _malformed(exc):
+        log.info("malformed request body", extra={"event": "malformed_body",
+                                                  "reason": str(exc)})
+        return error(400, "malformed_body", str(exc),
+                     [{"field": "body", "message": "broken framing", "type": "framing"}])
 
     @app.errorhandler(HTTPException)
     def _http(exc):

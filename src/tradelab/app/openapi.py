@@ -73,7 +73,8 @@ def openapi_document(symbols: tuple[str, ...]) -> dict[str, Any]:
             "operationId": "getTrade",
             "summary": "A trade with its event history",
             "parameters": [{"name": "trade_id", "in": "path", "required": True,
-                            "schema": {"type": "integer", "minimum": 0}}],
+                            "schema": {"type": "integer", "minimum": 0,
+                                       "maximum": 2**63 - 1}}],  # a bigint
             "responses": {
                 "200": {"description": "The trade", **_json_content(_ref("TradeWithEvents"))},
                 "404": _error("No such trade"),
