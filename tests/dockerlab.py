@@ -20,6 +20,7 @@ from conftest import free_port
 from typer.testing import CliRunner
 
 from tradelab.cli.main import app
+from tradelab.const import LABEL_PROJECT
 
 HERE = Path(__file__).parent
 BUILD_SCRIPT = HERE / "docker" / "build-images.sh"
@@ -33,7 +34,6 @@ BASE_IMAGE = "tradelab-test/python:3.11"
 WITHOUT = "grafana,loki,promtail"
 RUNNING = ["postgres", "api", "engine", "prometheus", "alertmanager", "locust-master",
            "locust-worker"]
-LABEL_PROJECT = "com.docker.compose.project"
 
 
 def write_lab(root: Path, project: str, **extra) -> Path:

@@ -15,7 +15,7 @@ import requests
 from apiserver import ApiServer
 from typer.testing import CliRunner
 
-from tradelab.chaos import ChaosStore
+from tradelab.chaos_state import ChaosStore
 from tradelab.cli.main import app as cli
 
 ORDER = {"symbol": "NVDA", "side": "BUY", "quantity": 2, "limit_price": 120.5}

@@ -12,8 +12,7 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from tradelab.chaos import (
-    FAULTS,
+from tradelab.chaos_state import (
     ChaosCollector,
     ChaosReader,
     ChaosStore,
@@ -21,6 +20,7 @@ from tradelab.chaos import (
 )
 from tradelab.cli.main import app
 from tradelab.errors import TradelabError
+from tradelab.faults import FAULTS
 from tradelab.lab import Lab
 
 runner = CliRunner()

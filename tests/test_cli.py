@@ -88,6 +88,32 @@ def test_find_trade_reads_the_database_url_from_the_environment(db, admin, lab_d
     assert json.loads(result.output)["client_order_id"] == "cli-env"
 
 
+def test_operator_commands_read_as_the_operator_role_whatever_the_database_url(
+        db, admin, lab_dir):
+    """TRADELAB_DATABASE_URL names the app role (here with a wrong password): the operator
+    commands use its server and database, as the read-only operator role."""
+    from tradelab.db.connect import resolve_url
+    from tradelab.lab import Lab
+    from tradelab.settings import load_settings
+
+    lab = Lab.from_flag(lab_dir)
+    lab.write_secret("operator_db_password", db.operator_password)
+    trade_id = add_trade(admin, status="FAILED", reason=CHAOS, client_order_id="cli-role")
+    app_url = db.app_url.replace(f":{db.app_password}@", ":not-the-app-password@")
+    env = {"TRADELAB_DATABASE_URL": app_url}
+    result = invoke("find-trade", "--id", str(trade_id), "--json", env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["client_order_id"] == "cli-role"
+    result = invoke("investigate-failures", "--json", env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["summary"]["by_reason"] == {"EXCHANGE_CONNECTION_FAILED": 1}
+    for given in (db.app_url, db.admin_url):
+        settings = load_settings(lab, env={"TRADELAB_DATABASE_URL": given})
+        with psycopg.connect(resolve_url(None, settings, lab, "operator")) as conn:
+            assert conn.execute("SELECT current_user").fetchone()[0] == "tradelab_operator"
+        assert resolve_url(None, settings, lab, "app") == given  # the services: as given
+
+
 @pytest.mark.parametrize("args, message", [
     (["--id", "999"], "trade 999 not found"),
     ([], "give exactly one of --id N or --client-order-id KEY"),

@@ -69,7 +69,7 @@ def compose(lab: Lab, *args: str, check: bool = True, timeout: float = 600):
 
 
 def test_compose_builds_the_app_image_up_would_accept(lab):
-    from tradelab.runtimes.docker_image import LABEL_CONTEXT_HASH
+    from tradelab.const import LABEL_CONTEXT_HASH
 
     compose(lab, "build", "migrate")
     doc = json.loads(compose(lab, "config", "--format", "json").stdout)

@@ -372,7 +372,8 @@ def test_rebuilt_app_images_leave_no_unused_image_behind(images):
     import docker
     from docker.errors import ImageNotFound
 
-    from tradelab.runtimes.docker_image import LABEL_CONTEXT_HASH, remove_replaced_app_images
+    from tradelab.const import LABEL_CONTEXT_HASH
+    from tradelab.runtimes.docker_image import remove_replaced_app_images
 
     client = docker.from_env()
     repo = f"tradelab-test/rebuilt-{uuid.uuid4().hex[:8]}"

@@ -21,7 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tradelab.app.engine import Engine, EngineMetrics
 from tradelab.app.exchange import CHAOS_MESSAGE, Order, SimulatedExchange
-from tradelab.chaos import FAULTS, ChaosReader, ChaosStore
+from tradelab.chaos_state import ChaosReader, ChaosStore
+from tradelab.faults import FAULTS
 from tradelab.settings import load_settings
 
 

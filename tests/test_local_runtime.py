@@ -207,7 +207,7 @@ def test_orders_flow_then_chaos_failures_are_investigated(local_lab):
 def test_killed_api_and_engine_come_back(local_lab):
     runtime = local_lab.runtime()
     api_pid = local_lab.pid("api")
-    runtime.kill_service("api")
+    runtime.kill("api")
     with pytest.raises(requests.RequestException):
         requests.get(local_lab.api + "/healthz", timeout=2)
     wait_for(lambda: local_lab.pid("api") not in (0, api_pid) and ready(local_lab.api), 60,
@@ -268,12 +268,12 @@ def test_locust_workers_scale_and_up_restores_the_setting(local_lab):
 
 def test_db_outage_through_the_supervisor(local_lab):
     runtime = local_lab.runtime()
-    runtime.stop_service("postgres")
+    runtime.stop("postgres")
     try:
         wait_for(lambda: requests.get(local_lab.api + "/readyz", timeout=5).status_code == 503,
                  30, "the api to report the database gone")
     finally:
-        runtime.start_service("postgres")
+        runtime.start("postgres")
     wait_for(lambda: ready(local_lab.api), 60, "the api to recover")
 
 

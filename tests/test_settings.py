@@ -178,6 +178,38 @@ def test_secret_dir_made_too_open_is_tightened(lab):
     assert mode(lab.secrets_dir) == 0o700
 
 
+def test_a_given_secret_is_private_even_over_a_leftover_temp_file(lab):
+    """A temporary file left (or planted) beside a secret, world-readable, is never
+    reused: the secret written next to it is 0600 from its first byte."""
+    lab.ensure()
+    leftover = lab.secrets_dir / ".slack_webhook_url.tmp"  # the name the old code reused
+    leftover.write_text("planted\n")
+    os.chmod(leftover, 0o644)
+    old = os.umask(0)
+    try:
+        path = lab.write_secret("slack_webhook_url", "https://hooks.slack.com/services/T/B/x")
+    finally:
+        os.umask(old)
+    assert mode(path) == 0o600
+    assert path.read_text().strip() == "https://hooks.slack.com/services/T/B/x"
+    assert leftover.read_text() == "planted\n"  # someone else's file: left as it was
+
+
+def test_atomic_write_gives_exactly_the_mode_asked_whatever_the_umask(tmp_path):
+    from tradelab.files import write_atomic
+
+    old = os.umask(0o077)
+    try:
+        write_atomic(tmp_path / "rendered.yml", "a: 1\n", mode=0o644)
+    finally:
+        os.umask(old)
+    assert mode(tmp_path / "rendered.yml") == 0o644
+    write_atomic(tmp_path / "rendered.yml", b"a: 2\n", mode=0o600)
+    assert mode(tmp_path / "rendered.yml") == 0o600
+    assert (tmp_path / "rendered.yml").read_text() == "a: 2\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["rendered.yml"]
+
+
 def _secret_in_child(root, queue):
     queue.put(Lab(root).secret("app_db_password"))
 

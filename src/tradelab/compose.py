@@ -25,10 +25,10 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
+from tradelab.const import LABEL_CONTEXT_HASH, LABEL_VERSION
 from tradelab.errors import TradelabError
 from tradelab.stack import (
     APP_IMAGE,
-    LABEL_VERSION,
     LOG_DRIVER,
     LOG_OPTIONS,
     SECRETS_DIR_IN_CONTAINER,
@@ -76,8 +76,6 @@ def _build(stack: Stack, context_label: str | None) -> dict[str, Any]:
     build: dict[str, Any] = {"context": f"./{BUILD_CONTEXT}",
                              "args": {"BASE_IMAGE": stack.base_image}}
     if context_label:
-        from tradelab.runtimes.docker_image import LABEL_CONTEXT_HASH
-
         build["labels"] = {LABEL_CONTEXT_HASH: context_label}
     return build
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tradelab.errors import TradelabError
+from tradelab.files import write_atomic
 
 SECRET_NAMES = (
     "postgres_password",
@@ -116,11 +117,7 @@ class Lab:
         if path.is_file() and path.read_text().strip() == value:
             return path
         self.ensure()
-        tmp = path.with_name(f".{name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(value + "\n")
-        os.replace(tmp, path)
+        write_atomic(path, value + "\n", mode=0o600)
         return path
 
     def ensure_secrets(self) -> dict[str, Path]:

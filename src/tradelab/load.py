@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tradelab.errors import TradelabError
+from tradelab.host import pid_alive
 from tradelab.loadtest._ledger import (
     LEDGER_DIR_ENV,
     RUN_ID_ENV,
@@ -229,7 +230,7 @@ def _stop_processes(processes: list[subprocess.Popen]) -> None:
 
 def _refuse_second_local_run(lab) -> None:
     state = _read_local_state(lab)
-    if state and _pid_alive(state["pid"]):
+    if state and pid_alive(state["pid"]):
         raise TradelabError(f"a load test is already running here (pid {state['pid']}, "
                             f"{state['url']}); stop it with `tradelab load stop`")
 
@@ -441,7 +442,7 @@ def _total_row(report: dict) -> dict:
 def find_master(settings, lab) -> tuple[str, str, dict]:
     """(kind "local" | "lab", web url, local run's state) of the master that answers."""
     state = _read_local_state(lab)
-    if state and _pid_alive(state["pid"]) and _stats(state["url"]) is not None:
+    if state and pid_alive(state["pid"]) and _stats(state["url"]) is not None:
         return "local", state["url"], state
     url = lab_master_url(settings)
     if _stats(url) is not None:
@@ -469,10 +470,10 @@ def stop_load(settings, lab) -> dict[str, Any]:
         # The `tradelab load` that started it collects the stats and ends it; if that
         # process is gone, the master would linger, so end it after a short grace.
         deadline = time.monotonic() + AUTOQUIT_S
-        while _pid_alive(state["pid"]) and time.monotonic() < deadline:
+        while pid_alive(state["pid"]) and time.monotonic() < deadline:
             time.sleep(0.5)
         for pid in state.get("pids", [state["pid"]]):
-            if _pid_alive(pid):
+            if pid_alive(pid):
                 os.kill(pid, signal.SIGTERM)
         _local_state_file(lab).unlink(missing_ok=True)
     return {"master": url, "kind": kind, "stopped": True}
@@ -523,10 +524,9 @@ def _local_state_file(lab) -> Path:
 
 
 def _write_local_state(lab, state: dict) -> None:
-    path = _local_state_file(lab)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state))
-    tmp.replace(path)
+    from tradelab.files import write_atomic
+
+    write_atomic(_local_state_file(lab), json.dumps(state))
 
 
 def _read_local_state(lab) -> dict | None:
@@ -534,21 +534,6 @@ def _read_local_state(lab) -> dict | None:
         return json.loads(_local_state_file(lab).read_text())
     except (OSError, ValueError):
         return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still "exists"; it has exited as far as we care.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[-1][:1] != "Z"
-    except OSError:
-        return True
 
 
 def _tail(path: Path, lines: int = 3) -> str:

@@ -43,8 +43,10 @@ from typing import Any
 
 import yaml
 
+from tradelab.const import ALL_SERVICES
 from tradelab.errors import TradelabError
-from tradelab.stack import ALL_SERVICES, APP_IMAGE, SLACK_SECRET, Service, Stack, build_stack
+from tradelab.files import write_atomic
+from tradelab.stack import APP_IMAGE, SLACK_SECRET, Service, Stack, build_stack
 
 MANIFEST = ".tradelab-rendered"
 VENDOR = "locust-vendor"  # rendered folder of libraries for the Locust containers
@@ -239,11 +241,11 @@ def render(settings, lab, out: Path | None = None, runtime: str = "docker",
             path = out / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             if path.is_symlink() or not path.is_file() or path.read_bytes() != content:
-                _write_file(path, content)
+                write_atomic(path, content, mode=0o644)  # read by containers' other users
             written.append(path)
         for rel in sorted(set(previous) - set(files)):
             _remove_stale(out, rel, previous[rel])
-        _write_file(out / MANIFEST, "".join(
+        write_atomic(out / MANIFEST, "".join(
             f"{_digest(content)} {rel}\n" for rel, content in files.items()).encode())
     except OSError as exc:
         raise TradelabError(f"cannot write rendered files to {out}: {exc.strerror or exc}; "
@@ -254,20 +256,6 @@ def render(settings, lab, out: Path | None = None, runtime: str = "docker",
 def render_stack(stack: Stack, settings, lab, out: Path) -> list[Path]:
     """render() for a given Stack (a runtime's selection) into `out`."""
     return render(settings, lab, out=out, stack=stack)
-
-
-def _write_file(path: Path, content: bytes, mode: int = 0o644) -> None:
-    """Replace `path` with `content` atomically. The temporary file is made afresh
-    (O_EXCL): a link planted under its name is removed, never written through."""
-    import os
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(content)
-    os.chmod(tmp, mode)  # despite the umask: read by containers running as other users
-    os.replace(tmp, path)
 
 
 def _digest(content: bytes) -> str:

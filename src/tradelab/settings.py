@@ -23,6 +23,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from tradelab.const import ALL_SERVICES
 from tradelab.errors import TradelabError
 
 ENV_PREFIX = "TRADELAB_"
@@ -101,20 +102,9 @@ DEFAULT_IMAGES = {
     "locust": "locustio/locust:2.32.4",
 }
 
-DEFAULT_MEMORY = {
-    "api": "512m",
-    "engine": "256m",
-    "migrate": "256m",
-    "postgres": "512m",
-    "prometheus": "512m",
-    "alertmanager": "128m",
-    "grafana": "256m",
-    "loki": "256m",
-    "promtail": "128m",
-    "alloy": "256m",
-    "locust-master": "256m",
-    "locust-worker": "256m",
-}
+# 256m unless the service needs another size; every service of the lab has a key.
+DEFAULT_MEMORY = {**dict.fromkeys(ALL_SERVICES, "256m"), "api": "512m", "postgres": "512m",
+                  "prometheus": "512m", "alertmanager": "128m", "promtail": "128m"}
 
 
 class Settings(_Model):
@@ -154,7 +144,7 @@ class Settings(_Model):
     @field_validator("images", "memory")
     @classmethod
     def _known_services(cls, value: dict[str, str], info) -> dict[str, str]:
-        known = DEFAULT_IMAGES if info.field_name == "images" else DEFAULT_MEMORY
+        known = DEFAULT_IMAGES if info.field_name == "images" else ALL_SERVICES
         unknown = sorted(set(value) - set(known))
         if unknown:
             raise ValueError(f"unknown key {unknown[0]!r}: use one of {', '.join(sorted(known))}")

@@ -31,21 +31,17 @@ from typing import Literal
 import yaml
 
 from tradelab import __version__
+from tradelab.const import (
+    ALL_SERVICES,
+    LABEL_COMPOSE_CONFIG_HASH,
+    LABEL_CONFIG_HASH,
+    LABEL_CONTAINER_NUMBER,
+    LABEL_ONEOFF,
+    LABEL_PROJECT,
+    LABEL_SERVICE,
+    LABEL_VERSION,
+)
 from tradelab.errors import TradelabError
-
-LABEL_PROJECT = "com.docker.compose.project"
-LABEL_SERVICE = "com.docker.compose.service"
-LABEL_CONTAINER_NUMBER = "com.docker.compose.container-number"
-LABEL_ONEOFF = "com.docker.compose.oneoff"
-LABEL_NETWORK = "com.docker.compose.network"
-LABEL_VOLUME = "com.docker.compose.volume"
-# Our own hash, not compose's (which hashes its own model): a user's `docker compose up`
-# then recreates tradelab's containers once, and `tradelab up` recreates compose's.
-LABEL_CONFIG_HASH = "tradelab.config-hash"
-# Compose lists (and so replaces) only containers carrying its hash label: without it a
-# `docker compose up` after `tradelab up` would fail on a container name already in use.
-LABEL_COMPOSE_CONFIG_HASH = "com.docker.compose.config-hash"
-LABEL_VERSION = "tradelab.version"
 
 APP_IMAGE = f"tradelab-app:{__version__}"
 APP_USER = "10001:10001"  # the user the app Dockerfile creates
@@ -66,10 +62,6 @@ LOG_DRIVER = "json-file"
 LOG_OPTIONS = {"labels": f"{LABEL_PROJECT},{LABEL_SERVICE}", "max-size": "10m", "max-file": "3"}
 
 Runtime = Literal["docker", "local"]
-ALL_SERVICES = (
-    "postgres", "migrate", "api", "engine", "prometheus", "alertmanager", "grafana",
-    "loki", "promtail", "alloy", "locust-master", "locust-worker",
-)
 
 
 @dataclass(frozen=True)

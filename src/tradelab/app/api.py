@@ -103,7 +103,7 @@ class ApiState:
             if self._chaos is None:
                 from pathlib import Path
 
-                from tradelab.chaos import ChaosReader
+                from tradelab.chaos_state import ChaosReader
 
                 self._chaos = ChaosReader(self.chaos_file, flag_dir=Path.cwd(),
                                           default_rate=self.settings.chaos.default_rate)
@@ -167,8 +167,8 @@ def create_app(settings: Any = None, *, lab: Any = None, database_url: str | Non
     (TRADELAB_DATABASE_URL), else the lab's own database as the app role."""
     from flask import Flask
 
-    from tradelab.chaos import chaos_file_from_env
-    from tradelab.db.connect import lab_database_url
+    from tradelab.chaos_state import chaos_file_from_env
+    from tradelab.db.connect import resolve_url
     from tradelab.lab import Lab
     from tradelab.settings import load_settings
 
@@ -180,7 +180,7 @@ def create_app(settings: Any = None, *, lab: Any = None, database_url: str | Non
         lab = Lab.from_flag(None)
     if settings is None:
         settings = load_settings(lab)
-    url = database_url or settings.database_url or lab_database_url(settings, lab, "app")
+    url = resolve_url(database_url, settings, lab, "app")
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.api.max_body_bytes
@@ -200,7 +200,7 @@ def _register_routes(app, state: ApiState) -> None:
 
     from tradelab.app import trades
     from tradelab.app.api_metrics import ScrapeTimeCollector, api_metrics, render_metrics
-    from tradelab.chaos import ChaosCollector
+    from tradelab.chaos_state import ChaosCollector
     from tradelab.db.migrate import current_version, latest_version
 
     settings = state.settings

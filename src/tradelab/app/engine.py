@@ -29,8 +29,9 @@ from typing import Any
 
 from tradelab import __version__
 from tradelab.app.exchange import Order, Outcome, SimulatedExchange
-from tradelab.chaos import ChaosCollector, ChaosReader, chaos_file_from_env
+from tradelab.chaos_state import ChaosCollector, ChaosReader, chaos_file_from_env
 from tradelab.errors import TradelabError
+from tradelab.host import parse_bind
 
 log = logging.getLogger("tradelab.engine")
 
@@ -328,31 +329,19 @@ def _hash(order: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(order, sort_keys=True).encode()).hexdigest()
 
 
-def parse_bind(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
-    """("host", port) from "HOST:PORT" or ":PORT"/"PORT"."""
-    host, _, port = text.rpartition(":")
-    try:
-        number = int(port)
-        if not 0 < number < 65536:
-            raise ValueError
-    except ValueError:
-        raise TradelabError(f"invalid bind address {text!r}: use HOST:PORT, "
-                            "e.g. 127.0.0.1:9101") from None
-    return (host.strip("[]") or default_host), number
-
-
 def main(settings: Any, lab: Any, metrics_bind: str | None = None) -> None:
     """`tradelab serve engine`: serve /metrics and run until SIGTERM or SIGINT."""
     from prometheus_client import start_http_server
 
-    from tradelab.db.connect import lab_database_url
+    from tradelab.db.connect import resolve_url
     from tradelab.logs import setup_logging
 
     setup_logging("engine")
-    url = settings.database_url or lab_database_url(settings, lab, "app")
+    url = resolve_url(None, settings, lab, "app")
     chaos = ChaosReader(chaos_file_from_env(lab), default_rate=settings.chaos.default_rate)
     metrics = EngineMetrics(chaos)
-    host, port = parse_bind(metrics_bind or f"{settings.bind_address}:{settings.ports.engine}")
+    host, port = parse_bind(metrics_bind or f"{settings.bind_address}:{settings.ports.engine}",
+                            option="--metrics-bind", example="127.0.0.1:9101")
     try:
         server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
     except OSError as exc:

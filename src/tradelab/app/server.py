@@ -9,38 +9,24 @@ gunicorn is driven through its BaseApplication, so no config file or separate
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 from tradelab.errors import TradelabError
-
-
-def parse_bind(bind: str) -> tuple[str, int]:
-    """("127.0.0.1", 8000) from "127.0.0.1:8000"; TradelabError when malformed."""
-    host, sep, port = bind.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise TradelabError(f"invalid --bind {bind!r}: use HOST:PORT, e.g. 127.0.0.1:8000")
-    return host.strip("[]"), int(port)
+from tradelab.host import parse_bind, port_free
 
 
 def check_port_free(host: str, port: int) -> None:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            raise TradelabError(
-                f"cannot listen on {host}:{port} ({exc.strerror}): stop what uses it, "
-                "or choose another address with --bind HOST:PORT"
-            ) from None
+    if not port_free(host, port):
+        raise TradelabError(
+            f"cannot listen on {host}:{port} (address in use): stop what uses it, "
+            "or choose another address with --bind HOST:PORT")
 
 
 def serve_api(settings: Any, lab: Any, bind: str, workers: int, threads: int) -> None:
     """Serve the API until interrupted (gunicorn master + `workers` forked workers)."""
     from tradelab.app.gunicorn_conf import gunicorn_options, prepare_multiproc_dir
 
-    host, port = parse_bind(bind)
+    host, port = parse_bind(bind, option="--bind")
     check_port_free(host, port)
     prepare_multiproc_dir()  # before gunicorn or the app import prometheus_client
 

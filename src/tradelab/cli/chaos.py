@@ -104,7 +104,7 @@ def list_cli(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Every fault tradelab knows, with what it does and the options it takes."""
-    from tradelab.chaos import FAULTS
+    from tradelab.faults import FAULTS
 
     rows = [{"fault": f.name, "kind": f.kind,
              "options": " ".join("--" + p.replace("_", "-") for p in f.params) or "-",

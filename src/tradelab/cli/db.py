@@ -13,20 +13,22 @@ lab's generated secrets, so that the operator commands then work with no flags.
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from tradelab.cli.common import command_group, lab_from, settings_from
 
+if TYPE_CHECKING:
+    from tradelab.db.connect import Role
+
 db_app = command_group(help="Database schema and roles.", no_args_is_help=True)
 
 
-def _url(ctx: typer.Context, explicit: str | None, role: str) -> str:
-    from tradelab.db.connect import lab_database_url
+def _url(ctx: typer.Context, explicit: str | None, role: Role) -> str:
+    from tradelab.db.connect import resolve_url
 
-    settings = settings_from(ctx)
-    return explicit or settings.database_url or lab_database_url(settings, lab_from(ctx), role)
+    return resolve_url(explicit, settings_from(ctx), lab_from(ctx), role)
 
 
 @db_app.command("migrate")

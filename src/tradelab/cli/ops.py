@@ -4,8 +4,9 @@
     tradelab find-trade --client-order-id web-42 --json
     tradelab investigate-failures --since 30m --symbol AAPL
 
-The database is --database-url, else TRADELAB_DATABASE_URL, else the lab's own
-database as the read-only operator role. The queries live in tradelab.ops.
+The database is --database-url, else TRADELAB_DATABASE_URL's database, else the lab's
+own database; without --database-url always as the read-only operator role. The
+queries live in tradelab.ops.
 """
 
 from __future__ import annotations
@@ -28,12 +29,11 @@ Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables
 
 
 def operator_url(ctx: typer.Context, explicit: str | None) -> str:
-    """--database-url, else settings.database_url, else the lab's operator credentials."""
-    from tradelab.db.connect import lab_database_url
+    """--database-url, else the operator role on TRADELAB_DATABASE_URL's database, else
+    the lab's database as the operator role (tradelab.db.connect.resolve_url)."""
+    from tradelab.db.connect import resolve_url
 
-    settings = settings_from(ctx)
-    return explicit or settings.database_url or lab_database_url(settings, lab_from(ctx),
-                                                                 "operator")
+    return resolve_url(explicit, settings_from(ctx), lab_from(ctx), "operator")
 
 
 def find_trade_cli(

@@ -10,10 +10,14 @@ trades) and `operator` (read-only, for find-trade and investigate-failures).
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from tradelab.errors import TradelabError
+
+if TYPE_CHECKING:
+    from tradelab.lab import Lab
+    from tradelab.settings import Settings
 
 DB_NAME = "tradelab"
 ADMIN_USER = "postgres"
@@ -29,7 +33,7 @@ _ROLE_SECRET = {
 }
 
 
-def lab_database_url(settings: Any, lab: Any, role: Role, host: str = "127.0.0.1",
+def lab_database_url(settings: Settings, lab: Lab, role: Role, host: str = "127.0.0.1",
                      port: int | None = None) -> str:
     """The URL of the lab's own database for `role`, with the lab's generated password."""
     password = quote(lab.secret(_ROLE_SECRET[role]), safe="")
@@ -37,9 +41,38 @@ def lab_database_url(settings: Any, lab: Any, role: Role, host: str = "127.0.0.1
     return f"postgresql://{_ROLE_USER[role]}:{password}@{host}:{port}/{DB_NAME}"
 
 
-def resolve_url(explicit: str | None, settings: Any, lab: Any, role: Role) -> str:
-    """--database-url, else TRADELAB_DATABASE_URL / settings, else the lab's credentials."""
-    return explicit or settings.database_url or lab_database_url(settings, lab, role)
+def resolve_url(explicit: str | None, settings: Settings, lab: Lab, role: Role) -> str:
+    """The database URL a command or service uses: the one home of this rule.
+
+    --database-url (`explicit`) as given; else TRADELAB_DATABASE_URL / the setting
+    database_url; else the lab's own database with the lab's credentials for `role`.
+    The operator tools read as the operator role whatever the setting names: a
+    database_url with the app's (or the superuser's) credentials is taken for its
+    server and database only, with the operator role's lab password.
+    """
+    if explicit:
+        return explicit
+    if settings.database_url:
+        if role == "operator":
+            return with_role(settings.database_url, OPERATOR_ROLE,
+                             lab.secret(_ROLE_SECRET["operator"]))
+        return settings.database_url
+    return lab_database_url(settings, lab, role)
+
+
+def with_role(url: str, user: str, password: str) -> str:
+    """`url` (a URL or a key=value DSN) as `user` with `password`; kept as it is when it
+    already names `user` (its own password wins then)."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    try:
+        params = conninfo_to_dict(url)
+    except Exception as exc:  # noqa: BLE001 - psycopg raises ProgrammingError subclasses
+        raise TradelabError(f"invalid database URL {redact(url)}: {exc}") from None
+    if params.get("user") == user:
+        return url
+    params.update(user=user, password=password)
+    return make_conninfo(**{k: v for k, v in params.items() if v is not None})
 
 
 # A password given as a parameter: "?password=…" in a URL, "password=…" in a

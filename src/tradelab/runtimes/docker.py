@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import socket
 import sys
 import tarfile
 import time
@@ -30,17 +29,21 @@ from pathlib import Path
 from typing import Any
 
 from tradelab.compose import BUILD_CONTEXT
-from tradelab.errors import TradelabError
-from tradelab.runtimes import docker_health as health
-from tradelab.runtimes import docker_image
-from tradelab.runtimes.base import ServiceStatus
-from tradelab.stack import (
+from tradelab.const import (
     LABEL_COMPOSE_CONFIG_HASH,
     LABEL_CONFIG_HASH,
+    LABEL_CONTAINER_NUMBER,
     LABEL_NETWORK,
     LABEL_PROJECT,
     LABEL_SERVICE,
     LABEL_VOLUME,
+)
+from tradelab.errors import TradelabError
+from tradelab.host import port_free
+from tradelab.runtimes import docker_health as health
+from tradelab.runtimes import docker_image
+from tradelab.runtimes.base import ServiceStatus
+from tradelab.stack import (
     LOG_DRIVER,
     LOG_OPTIONS,
     Service,
@@ -48,7 +51,6 @@ from tradelab.stack import (
 )
 
 NOT_REACHABLE = "Docker is not reachable: start Docker or use --runtime local"
-LABEL_NUMBER = "com.docker.compose.container-number"
 STOP_TIMEOUT_S = 10
 
 
@@ -133,7 +135,7 @@ class DockerRuntime:
         """This lab's containers (of one service), by container number."""
         found = self.client.containers.list(all=True, filters=self._filters(service))
         return sorted(found, key=lambda c: (c.labels.get(LABEL_SERVICE, ""),
-                                            int(c.labels.get(LABEL_NUMBER, "1"))))
+                                            int(c.labels.get(LABEL_CONTAINER_NUMBER, "1"))))
 
     def _service(self, name: str) -> Service:
         if name not in self.stack.services:
@@ -192,7 +194,7 @@ class DockerRuntime:
             if name in ours:
                 continue
             for port in self.stack.services[name].ports:
-                if port.host is not None and not _port_free(port.host_ip, port.host):
+                if port.host is not None and not port_free(port.host_ip, port.host):
                     raise TradelabError(self._port_taken(port.host))
 
     def _port_taken(self, port: int) -> str:
@@ -268,7 +270,8 @@ class DockerRuntime:
 
     def ensure_service(self, svc: Service, images: dict[str, str], created: _Created) -> None:
         """Each replica up to date and started; surplus replicas removed."""
-        existing = {int(c.labels.get(LABEL_NUMBER, "1")): c for c in self.containers(svc.name)}
+        existing = {int(c.labels.get(LABEL_CONTAINER_NUMBER, "1")): c
+                    for c in self.containers(svc.name)}
         for number in range(1, svc.replicas + 1):
             spec = self.container_spec(svc, number, images[svc.image])
             self._ensure_container(spec, existing.pop(number, None), created)
@@ -457,17 +460,17 @@ class DockerRuntime:
             sys.stdout.flush()
 
     @_translated
-    def stop_service(self, service: str) -> None:
+    def stop(self, service: str) -> None:
         self._require(service).stop(timeout=STOP_TIMEOUT_S)
 
     @_translated
-    def start_service(self, service: str) -> None:
+    def start(self, service: str) -> None:
         container = self._require(service)
         if container.status != "running":
             self._start(container, self._service(service))
 
     @_translated
-    def kill_service(self, service: str) -> None:
+    def kill(self, service: str) -> None:
         """SIGKILL, as a crash: Docker does not restart a killed container by itself."""
         from docker.errors import APIError
 
@@ -532,7 +535,7 @@ class DockerRuntime:
                     checks.append({"check": f"port {p.host}", "ok": False,
                                    "detail": self._port_shared(p.host, names)})
                     continue
-                free = name in ours or _port_free(p.host_ip, p.host)
+                free = name in ours or port_free(p.host_ip, p.host)
                 key = self.port_setting(p.host)
                 checks.append({"check": f"port {p.host}", "ok": free, "detail":
                                f"{key} for {name}" + (" (this lab)" if name in ours else "")
@@ -561,19 +564,6 @@ class DockerRuntime:
 
 
 # -- small helpers ------------------------------------------------------------------------
-
-
-def _port_free(address: str, port: int) -> bool:
-    """True when nothing listens on address:port (the address Docker would publish on)."""
-    if address in ("", "0.0.0.0", "::"):
-        address = "0.0.0.0"
-    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((address, port))
-        except OSError:
-            return False
-    return True
 
 
 def _tar(files: list[tuple[str, bytes, str | None]]) -> bytes:

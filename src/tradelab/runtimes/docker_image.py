@@ -23,12 +23,12 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from tradelab.const import LABEL_CONTEXT_HASH
 from tradelab.errors import TradelabError
 
 # Run by other processes than the app containers (local runtime, load generator):
 # leaving them out keeps the image small and its build quick.
 IMAGE_EXCLUDED_DEPS = {"pgserver", "locust", "supervisor"}
-LABEL_CONTEXT_HASH = "org.tradelab.context-hash"
 _UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30}
 
 

@@ -3,7 +3,7 @@
     runtime = LocalRuntime(settings, lab)
     runtime.up()            # returns once every service is healthy
     runtime.status()        # every service of the stack, unavailable ones included
-    runtime.kill_service("api")   # SIGKILL; supervisord brings it back
+    runtime.kill("api")   # SIGKILL; supervisord brings it back
     runtime.down()          # stops everything, leaves no process; data is kept
 
 For a machine without Docker. supervisord (daemonised, controlled over a unix socket
@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import sys
 import time
 import xmlrpc.client
@@ -26,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tradelab.errors import TradelabError
+from tradelab.host import pid_alive, port_free
 from tradelab.runtimes import local_programs as lp
 from tradelab.runtimes.base import ServiceStatus
 from tradelab.runtimes.local_postgres import (
@@ -208,13 +208,13 @@ class LocalRuntime:
         return checks
 
     # -- runtime faults ----------------------------------------------------------------
-    def stop_service(self, service: str) -> None:
+    def stop(self, service: str) -> None:
         self._rpc_on(service, lambda rpc: rpc.stopProcessGroup(service, True))
 
-    def start_service(self, service: str) -> None:
+    def start(self, service: str) -> None:
         self._rpc_on(service, lambda rpc: rpc.startProcessGroup(service, True))
 
-    def kill_service(self, service: str) -> None:
+    def kill(self, service: str) -> None:
         """SIGKILL the program's whole process group, as a crashed container would be;
         supervisord sees an unexpected exit and restarts it."""
         def kill(_rpc):
@@ -281,15 +281,10 @@ class LocalRuntime:
     def _check_ports_of(ports: list[tuple[int, str]]) -> None:
         """A one-line TradelabError naming the first port something else listens on."""
         for port, key in ports:
-            with socket.socket() as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    s.bind((lp.HOST, port))
-                except OSError:
-                    fix = (f"free it or set {key} in tradelab.yaml" if key.startswith("ports.")
-                           else "free it")
-                    raise TradelabError(
-                        f"port {port} ({key}) is already in use: {fix}") from None
+            if not port_free(lp.HOST, port):
+                fix = (f"free it or set {key} in tradelab.yaml" if key.startswith("ports.")
+                       else "free it")
+                raise TradelabError(f"port {port} ({key}) is already in use: {fix}")
 
     def _prepare_files(self, wanted: list[str], running: bool = False) -> None:
         """Directories, rendered configs and (first time) the database cluster."""
@@ -374,7 +369,7 @@ class LocalRuntime:
         session = self.supervisor.recorded_pid()
         ours = self.supervisor.pid() is not None
         self.supervisor.shutdown()
-        if session is None or (not ours and _alive(session)):
+        if session is None or (not ours and pid_alive(session)):
             return  # never ran, or the recorded pid now belongs to someone else
         deadline = time.monotonic() + (30 if ours else 0)
         while session_processes(session) and time.monotonic() < deadline:
@@ -395,16 +390,6 @@ class LocalRuntime:
                     pass
             time.sleep(0.1)
         self.supervisor.pid_file.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie: a killed supervisord that PID 1 has
-    not reaped yet is dead, and its pid is no one else's."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 _STATES = {"RUNNING": "running", "STARTING": "starting", "BACKOFF": "starting",

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from tradelab.const import DOCKER_ONLY_SERVICES
 from tradelab.db.cluster import PostgresCluster
 from tradelab.runtimes.local_postgres import postgres_program, server_bindir
 from tradelab.runtimes.supervisor import Program
@@ -31,9 +32,6 @@ from tradelab.stack import DB_NAME, Service, build_stack
 HOST = "127.0.0.1"
 __all__ = ["DB_NAME", "HOST", "Plan", "build_plan", "probe", "render_configs"]
 
-# Services the local runtime never runs: there is no binary for them here, and an
-# imitation would teach the wrong thing.
-NOT_LOCAL = ("grafana", "loki", "promtail", "alloy")
 
 # Binaries tried in order; Debian names Alertmanager `prometheus-alertmanager`.
 BINARIES = {
@@ -139,7 +137,7 @@ def build_plan(settings, lab, pg_data_dir: Path) -> Plan:
 
 
 def _local_service(name: str, svc: Service, settings, stack) -> LocalService:
-    if name in NOT_LOCAL:
+    if name in DOCKER_ONLY_SERVICES:  # no binary here; an imitation would mislead
         return LocalService(name, None, unavailable="not available in the local runtime")
     local = LocalService(name, None, oneshot=svc.one_shot, url=_url(name, svc, stack))
     for port in svc.ports:

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tradelab.errors import TradelabError
+from tradelab.files import write_atomic
+from tradelab.host import pid_alive
 
 # Linux limits a unix socket path to 108 bytes; deeper labs use a short path in /tmp.
 _MAX_SOCKET_PATH = 100
@@ -133,11 +135,7 @@ class Supervisor:
         old = self.conf_file.read_text() if self.conf_file.is_file() else None
         if old == text:
             return False
-        tmp = self.conf_file.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, self.conf_file)
+        write_atomic(self.conf_file, text, mode=0o600)
         return True
 
     # -- daemon ----------------------------------------------------------------------
@@ -151,7 +149,7 @@ class Supervisor:
     def pid(self) -> int | None:
         """supervisord's pid while it runs."""
         pid = self.recorded_pid()
-        return pid if pid is not None and _alive(pid) else None
+        return pid if pid is not None and pid_alive(pid) else None
 
     def running(self) -> bool:
         if self.pid() is None:
@@ -191,7 +189,7 @@ class Supervisor:
         except (OSError, xmlrpc.client.Error):
             os.kill(pid, 15)  # the socket is gone but the daemon lives: SIGTERM does the same
         deadline = time.monotonic() + timeout
-        while _alive(pid):
+        while pid_alive(pid):
             if time.monotonic() > deadline:
                 raise TradelabError(f"supervisord (pid {pid}) did not stop within "
                                     f"{timeout:.0f}s; see {self.logs_dir / 'supervisord.log'}")
@@ -253,12 +251,3 @@ class Supervisor:
 def _q(value: object) -> str:
     """A value for supervisord's config, which expands %(name)s in every value."""
     return str(value).replace("%", "%%")
-
-
-def _alive(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False

@@ -1,0 +1,322 @@
+"""The chaos state file: which faults are on, shared through one small JSON file.
+
+    store = ChaosStore(lab.chaos_file)
+    store.enable("exchange-errors", rate=0.6, duration_s=300)   # `tradelab chaos on`
+    store.disable()                                             # `tradelab chaos off`
+
+    reader = ChaosReader(chaos_file_from_env(lab))               # in the api and engine
+    fault = reader.active().get("exchange-errors")               # ActiveFault or None
+    registry.register(ChaosCollector(reader))                    # tradelab_chaos_active{fault}
+
+This is the only part of chaos the containers import. `state/chaos.json` is written
+atomically (tradelab.files), so a reader sees either the old or the new state, never
+half a file. Readers only re-parse it when its stat signature changes, at most every
+half second, so services pick changes up within about a second with no restart. A
+fault may carry `until`; past it the fault is off even if the file still names it. A
+`chaos.flag` file in the service's working directory turns the default fault on (the
+original project's switch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tradelab.errors import TradelabError
+from tradelab.faults import (
+    DEFAULT_FAULT,
+    DEFAULT_LATENCY_MS,
+    DEFAULT_RATE,
+    FAULTS,
+    check_fault,
+)
+from tradelab.files import write_atomic
+
+if TYPE_CHECKING:
+    from tradelab.lab import Lab
+
+log = logging.getLogger("tradelab.chaos")
+
+FLAG_FILE = "chaos.flag"
+CHECK_INTERVAL_S = 0.5
+
+
+@dataclass(frozen=True)
+class ActiveFault:
+    name: str
+    rate: float | None
+    latency_ms: int | None
+    since: datetime
+    until: datetime | None = None
+    source: str = "file"  # "file" | "flag"
+
+    def remaining_s(self, now: datetime | None = None) -> float | None:
+        if self.until is None:
+            return None
+        return max(0.0, (self.until - (now or _now())).total_seconds())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "fault": self.name,
+            "kind": FAULTS[self.name].kind if self.name in FAULTS else "unknown",
+            "rate": self.rate,
+            "latency_ms": self.latency_ms,
+            "since": _iso(self.since),
+            "until": _iso(self.until) if self.until else None,
+            "remaining_s": None if self.until is None else round(self.remaining_s(), 1),
+            "source": self.source,
+        }
+
+
+def chaos_file_from_env(lab: Lab | None = None) -> Path:
+    """$TRADELAB_CHAOS_FILE, else the lab's state/chaos.json."""
+    if os.environ.get("TRADELAB_CHAOS_FILE"):
+        return Path(os.environ["TRADELAB_CHAOS_FILE"])
+    if lab is None:
+        from tradelab.lab import Lab
+
+        lab = Lab.from_flag(None)
+    return lab.chaos_file
+
+
+class ChaosStore:
+    """Reads and writes the chaos file (the `tradelab chaos` side)."""
+
+    def __init__(self, path: Path, default_rate: float = DEFAULT_RATE,
+                 default_latency_ms: int = DEFAULT_LATENCY_MS) -> None:
+        self.path = Path(path)
+        self.default_rate = default_rate
+        self.default_latency_ms = default_latency_ms
+
+    def read(self, include_expired: bool = False) -> dict[str, dict[str, Any]]:
+        """Fault name -> its entry (since, until, rate, latency_ms), expired ones left out."""
+        now = _now()
+        return {name: entry for name, entry in self._load().items()
+                if include_expired or not _expired(entry, now)}
+
+    def active(self) -> dict[str, ActiveFault]:
+        return {n: f for n, e in self.read().items() if (f := _parse_entry(n, e)) is not None}
+
+    def enable(self, fault: str, rate: float | None = None, latency_ms: int | None = None,
+               duration_s: float | None = None) -> dict[str, Any]:
+        """Turn `fault` on (replacing its previous entry); return the new entry."""
+        spec = check_fault(fault)
+        if rate is not None and "rate" not in spec.params:
+            raise TradelabError(f"fault {fault} takes no --rate")
+        if latency_ms is not None and "latency_ms" not in spec.params:
+            raise TradelabError(f"fault {fault} takes no --latency-ms")
+        if "rate" in spec.params:
+            rate = self.default_rate if rate is None else rate
+            if not 0 <= rate <= 1:
+                raise TradelabError(f"invalid rate {rate}: use a share between 0 and 1, e.g. 0.6")
+        if "latency_ms" in spec.params:
+            latency_ms = self.default_latency_ms if latency_ms is None else latency_ms
+            if latency_ms < 0:
+                raise TradelabError(f"invalid latency {latency_ms} ms: must be 0 or more")
+        if duration_s is not None and duration_s <= 0:
+            raise TradelabError(f"invalid duration {duration_s}: must be more than zero")
+        now = _now()
+        entry: dict[str, Any] = {"since": _iso(now)}
+        if rate is not None:
+            entry["rate"] = float(rate)
+        if latency_ms is not None:
+            entry["latency_ms"] = int(latency_ms)
+        if duration_s is not None:
+            entry["until"] = _iso(now + timedelta(seconds=duration_s))
+        with self._locked():
+            faults = self.read()
+            faults[fault] = entry
+            self._write(faults)
+        return entry
+
+    def disable(self, fault: str | None = None) -> list[str]:
+        """Turn `fault` off (None: every fault); return the names that were on."""
+        if fault is not None:
+            check_fault(fault)
+        with self._locked():
+            faults = self.read()
+            gone = list(faults) if fault is None else [f for f in faults if f == fault]
+            for name in gone:
+                del faults[name]
+            if gone or self.path.exists():
+                self._write(faults)
+        return gone
+
+    # -- file handling -----------------------------------------------------------
+    def _load(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise TradelabError(
+                f"cannot read {self.path}: {exc}; fix or delete it (`tradelab chaos off`"
+                " rewrites it)".splitlines()[0]
+            ) from None
+        faults = data.get("faults", {}) if isinstance(data, dict) else {}
+        return {k: v for k, v in faults.items() if isinstance(v, dict)}
+
+    def _write(self, faults: dict[str, dict[str, Any]]) -> None:
+        write_atomic(self.path, json.dumps({"faults": faults}, indent=2, sort_keys=True) + "\n")
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """An exclusive lock beside the file, so two `chaos on` never lose an update."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path.parent / f".{self.path.name}.lock",
+                         os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise TradelabError(
+                f"cannot write chaos state in {self.path.parent}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+
+class ChaosReader:
+    """What a running service sees: the active faults, re-read only when the file changes."""
+
+    def __init__(self, path: Path | None, flag_dir: Path | None = None,
+                 default_rate: float = DEFAULT_RATE,
+                 check_interval_s: float = CHECK_INTERVAL_S) -> None:
+        self.path = Path(path) if path else None
+        self.flag_dir = Path(flag_dir) if flag_dir else None
+        self.default_rate = default_rate
+        self.check_interval_s = check_interval_s
+        self._lock = threading.Lock()
+        self._checked_at = float("-inf")
+        self._signature: tuple | None = None
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._flag_since: datetime | None = None
+        self._warned: tuple | None = None
+
+    def active(self) -> dict[str, ActiveFault]:
+        """Fault name -> ActiveFault for every fault on right now."""
+        with self._lock:
+            if time.monotonic() - self._checked_at >= self.check_interval_s:
+                self._refresh()
+            entries, flag_since = self._entries, self._flag_since
+        now = _now()
+        out: dict[str, ActiveFault] = {}
+        if flag_since is not None:
+            out[DEFAULT_FAULT] = ActiveFault(DEFAULT_FAULT, self.default_rate, None,
+                                             flag_since, None, source="flag")
+        for name, entry in entries.items():
+            fault = _parse_entry(name, entry)
+            if fault is not None and (fault.until is None or fault.until > now):
+                out[name] = fault  # the file wins over the flag
+        return out
+
+    def get(self, name: str) -> ActiveFault | None:
+        return self.active().get(name)
+
+    def _refresh(self) -> None:
+        self._checked_at = time.monotonic()
+        flag = (self.flag_dir or Path.cwd()) / FLAG_FILE
+        try:
+            st = flag.stat()
+            self._flag_since = datetime.fromtimestamp(st.st_mtime, UTC)
+        except OSError:
+            self._flag_since = None
+        if self.path is None:
+            return
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            self._signature, self._entries = None, {}
+            return
+        except OSError as exc:
+            self._warn_once(("stat", str(exc)), f"cannot stat chaos file {self.path}: {exc}")
+            return
+        signature = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if signature == self._signature:
+            return
+        try:
+            data = json.loads(self.path.read_text())
+            faults = data["faults"]
+            if not isinstance(faults, dict):
+                raise ValueError("'faults' is not a mapping")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # Keep the last good state: a broken file must not flip faults on or off.
+            self._warn_once(signature, f"ignoring unreadable chaos file {self.path}: {exc}")
+            return
+        self._signature = signature
+        self._entries = {k: v for k, v in faults.items() if isinstance(v, dict)}
+
+    def _warn_once(self, key: tuple, message: str) -> None:
+        if self._warned != key:
+            self._warned = key
+            log.warning(message, extra={"event": "chaos_file_unreadable"})
+
+
+class ChaosCollector:
+    """A Prometheus collector: tradelab_chaos_active{fault} for every known fault, at scrape.
+
+    Register it in any registry (the engine's own, or the API's per-scrape
+    multiprocess registry); it asks the reader at scrape time, so it is never stale.
+    """
+
+    def __init__(self, reader: ChaosReader) -> None:
+        self.reader = reader
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        family = GaugeMetricFamily("tradelab_chaos_active",
+                                   "1 while a chaos fault is on, else 0", labels=["fault"])
+        active = self.reader.active()
+        for name in FAULTS:
+            family.add_metric([name], 1.0 if name in active else 0.0)
+        yield family
+
+
+def _parse_entry(name: str, entry: dict[str, Any]) -> ActiveFault | None:
+    if name not in FAULTS:
+        return None  # written by a newer tradelab; nothing here knows how to apply it
+    try:
+        rate = entry.get("rate")
+        latency = entry.get("latency_ms")
+        return ActiveFault(
+            name=name,
+            rate=None if rate is None else min(1.0, max(0.0, float(rate))),
+            latency_ms=None if latency is None else max(0, int(latency)),
+            since=_parse_time(entry.get("since")) or _now(),
+            until=_parse_time(entry.get("until")),
+        )
+    except (TypeError, ValueError):
+        return None
+
+
+def _expired(entry: dict[str, Any], now: datetime) -> bool:
+    try:
+        until = _parse_time(entry.get("until"))
+    except (TypeError, ValueError):
+        return False
+    return until is not None and until <= now
+
+
+def _parse_time(text: Any) -> datetime | None:
+    if not text:
+        return None
+    value = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
