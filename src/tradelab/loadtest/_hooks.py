@@ -5,19 +5,21 @@
 - Options `--tradelab-run-id` (env TRADELAB_LOAD_RUN_ID) and `--tradelab-symbols`
   (env TRADELAB_SYMBOLS). Locust sends custom options from the master to its workers with
   every spawn, so a run id given to the master (on its command line, or in the /swarm form
-  as `tradelab load` does) names the ledgers of all workers. Without one, the master
-  mints a fresh id for each test it starts.
+  as `tradelab load` does) names the ledgers of all workers. Without one, or with one
+  that is not a safe folder name (a `../` typed into the form), the master mints a
+  fresh id for each test it starts. Each process closes a run's ledger when it stops.
 - Workers add their order tallies to each stats report; the master sums them.
 - `/metrics` on the master's web UI: Prometheus text format (see _metrics).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 
-from _ledger import RUN_ID_ENV, new_run_id
+from _ledger import RUN_ID_ENV, is_safe_run_id, new_run_id
 from _metrics import render
-from _orders import COUNTERS, close_ledgers
+from _orders import COUNTERS, close_ledgers, retire_ledgers
 from locust import events
 from locust.runners import WorkerRunner
 
@@ -49,13 +51,21 @@ def _start(environment, **_kwargs) -> None:
     options = environment.parsed_options
     if isinstance(environment.runner, WorkerRunner) or options is None:
         return
-    if not getattr(options, "tradelab_run_id", ""):
+    given = getattr(options, "tradelab_run_id", "")
+    if given and not is_safe_run_id(given):
+        logging.getLogger("tradelab.load").warning(
+            "run id %r is not a safe folder name (letters, digits, '.', '_', '-'): "
+            "using a fresh one", given)
+        given = ""
+    if not given:
         options.tradelab_run_id = new_run_id()
 
 
 @events.test_stop.add_listener
 def _stop(environment, **_kwargs) -> None:
-    # Ledgers stay open: an order still in flight is acknowledged after the stop.
+    # Each ledger closes once its orders still in flight are through (their answers
+    # come after the stop); a long-lived Locust process keeps no file per past run.
+    retire_ledgers()
     options = environment.parsed_options
     if isinstance(environment.runner, WorkerRunner) or options is None:
         return

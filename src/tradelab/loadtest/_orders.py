@@ -3,10 +3,12 @@
     trade_id = place_order(user)    # unique client_order_id; a 503 is retried with the same key
     read_trade(user, trade_id)      # GET /trades/<id>, reported as "/trades/[id]"
 
-Each order goes into the run's ledger as attempted before it is sent, and as
-acknowledged once the API answers 201 (or 200: a replay of the same key found it
-committed). COUNTERS holds this process's tallies for /metrics; workers send theirs
-to the master with every stats report (see _hooks).
+Each order goes into the run's ledger as attempted (with its body) before it is sent,
+as acknowledged once the API answers 201 (or 200: a replay of the same key found it
+committed), and as unanswered when its last try got no answer or an error. A run's
+ledger is closed once the run has stopped and its last order in flight is through.
+COUNTERS holds this process's tallies for /metrics; workers send theirs to the
+master with every stats report (see _hooks).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import re
 import uuid
 
 import gevent
-from _ledger import LEDGER_DIR_ENV, Ledger
+from _ledger import LEDGER_DIR_ENV, Ledger, is_safe_run_id
 
 log = logging.getLogger("tradelab.load")
 
@@ -59,7 +61,9 @@ class Counters:
 
 
 COUNTERS = Counters()
-_ledgers: dict[str, Ledger] = {}
+_ledgers: dict[str, Ledger] = {}  # run id -> this process's open ledger
+_in_flight: dict[str, int] = {}  # run id -> orders being seen through
+_stopped: set[str] = set()  # runs that ended: their ledgers close once nothing is in flight
 _warned_no_ledger = False
 
 
@@ -77,14 +81,34 @@ def ledger_for(environment) -> Ledger | None:
             _warned_no_ledger = True
         return None
     rid = run_id(environment)
+    if not is_safe_run_id(rid):  # the master replaces such ids; never make it a path
+        log.error("run id %r is not a safe folder name: orders are not written to a ledger",
+                  rid)
+        return None
+    _stopped.discard(rid)
     if rid not in _ledgers:
         _ledgers[rid] = Ledger(directory, rid)
     return _ledgers[rid]
 
 
+def retire_ledgers() -> None:
+    """The run stopped: close each ledger now, or when its last order in flight is through
+    (Locust lets a stopping user finish its request, and that answer belongs in the ledger)."""
+    _stopped.update(_ledgers)
+    for rid in list(_stopped):
+        _close_if_idle(rid)
+
+
 def close_ledgers() -> None:
     while _ledgers:
         _ledgers.popitem()[1].close()
+    _stopped.clear()
+
+
+def _close_if_idle(rid: str) -> None:
+    if rid in _stopped and not _in_flight.get(rid) and rid in _ledgers:
+        _ledgers.pop(rid).close()
+        _stopped.discard(rid)
 
 
 def symbols(environment) -> list[str]:
@@ -115,10 +139,21 @@ def place_order(user) -> int | None:
 
 def _place_order(user) -> int | None:
     order = new_order(symbols(user.environment))
-    key = order["client_order_id"]
     ledger = ledger_for(user.environment)
+    if ledger is None:
+        return _send(user, order, None)
+    _in_flight[ledger.run_id] = _in_flight.get(ledger.run_id, 0) + 1
+    try:
+        return _send(user, order, ledger)
+    finally:
+        _in_flight[ledger.run_id] -= 1
+        _close_if_idle(ledger.run_id)
+
+
+def _send(user, order: dict, ledger: Ledger | None) -> int | None:
+    key = order["client_order_id"]
     if ledger:
-        ledger.attempted(key)
+        ledger.attempted(order)
     COUNTERS.orders["attempted"] += 1
     for attempt in range(1, MAX_ATTEMPTS + 1):
         with user.client.post("/trades", json=order, name="/trades",
@@ -129,6 +164,8 @@ def _place_order(user) -> int | None:
                     trade_id = int(resp.json()["id"])
                 except (ValueError, KeyError, TypeError):
                     resp.failure(f"{code} without a trade id in the body")
+                    if ledger:
+                        ledger.unanswered(key, code, "no trade id in the body")
                     return None
                 resp.success()
                 if ledger:
@@ -137,6 +174,8 @@ def _place_order(user) -> int | None:
                 return trade_id
             if code != 503 or attempt == MAX_ATTEMPTS or _stopping(user):
                 resp.failure(_describe(resp))
+                if ledger:
+                    ledger.unanswered(key, code, _describe(resp))
                 return None
             delay = _retry_after(resp.headers.get("Retry-After"))
             resp.failure(f"503, retrying after {delay:g}s with the same client_order_id")
