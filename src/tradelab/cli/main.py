@@ -98,9 +98,9 @@ def main(
 
 
 def _register_all() -> None:
-    from tradelab.cli import alerts, chaos, config, db, load, ops, render, serve, stack
+    from tradelab.cli import alerts, chaos, config, db, load, ops, render, serve, stack, verify
 
-    for module in (stack, render, chaos, alerts, ops, load, db, serve, config):
+    for module in (stack, render, chaos, alerts, ops, load, verify, db, serve, config):
         module.register(app)
 
 
