@@ -23,9 +23,8 @@ clients are not load rows. Then the trading invariants (tradelab.trade_invariant
 every trade created since the run began: no NEW left behind once the engine has been
 working past it for `healthy_for_s`, complete ordered event trails, no fill outside its
 limit. Without a run id, the latest run is verified; without any run, the invariants
-over all trades only. The database is read through a read-only connection in one
-snapshot, as the operator role unless the lab uses a database of its own
-(`database_url`).
+over all trades only. The database is read as the operator role (db.connect.resolve_url),
+through a read-only connection, in one snapshot.
 """
 
 from __future__ import annotations
@@ -110,7 +109,9 @@ def verify(settings: Any, lab: Any, run_id: str | None = None, healthy_for_s: fl
     ledger_root = Path(lab.state_dir) / "load"
     run_dir = _run_dir(ledger_root, run_id)
     ledger = read_ledger(run_dir) if run_dir else None
-    url = database_url or settings.database_url or _operator_url(settings, lab)
+    from tradelab.db.connect import resolve_url
+
+    url = resolve_url(database_url, settings, lab, "operator")
     return reconcile(url, ledger, _all_attempted(ledger_root), healthy_for_s)
 
 
@@ -263,12 +264,6 @@ def _since(ledger: LedgerSummary | None) -> datetime:
     if ledger is None or ledger.first_ts is None:
         return datetime(1970, 1, 1, tzinfo=UTC)
     return datetime.fromtimestamp(ledger.first_ts, UTC) - timedelta(seconds=CLOCK_SLACK_S)
-
-
-def _operator_url(settings: Any, lab: Any) -> str:
-    from tradelab.db.connect import lab_database_url
-
-    return lab_database_url(settings, lab, "operator")
 
 
 def _rows(conn, sql: str, params: dict) -> list[dict[str, Any]]:
