@@ -220,6 +220,33 @@ def test_kill_api_then_chaos_off_brings_it_back(lab):
         f"{lab.api}/healthz", timeout=3).status_code == 200, timeout=60)
 
 
+def test_pause_unpause_and_restart_are_real_on_docker(lab):
+    from tradelab.lab import Lab as TradelabLab
+    from tradelab.orchestrator import select_driver
+    from tradelab.settings import load_settings
+
+    home = TradelabLab(lab.root)
+    driver = select_driver(load_settings(home, env={}), home, "docker")
+    before = driver.containers("api")[0].attrs["State"]["StartedAt"]
+    driver.pause("api")
+    try:
+        assert driver.inspect("api").state == "paused"
+        assert {s["name"]: s for s in lab.status()["services"]}["api"]["state"] == "paused"
+        with pytest.raises(requests.RequestException):
+            requests.get(f"{lab.api}/healthz", timeout=2)
+    finally:
+        driver.unpause("api")
+    until("the API to answer after unpause", lambda: requests.get(
+        f"{lab.api}/healthz", timeout=3).status_code == 200, timeout=30)
+    assert driver.containers("api")[0].attrs["State"]["StartedAt"] == before  # the same one
+    driver.restart("api")
+    assert driver.containers("api")[0].attrs["State"]["StartedAt"] != before
+    until("the API to answer after restart", lambda: requests.get(
+        f"{lab.api}/healthz", timeout=3).status_code == 200, timeout=60)
+    result = driver.exec("postgres", ["pg_isready", "-q", "-h", "127.0.0.1", "-U", "postgres"])
+    assert result.exit_code == 0, result.output
+
+
 def test_second_up_changes_nothing(lab):
     # A first `up` takes in any change to the package since the lab came up (in a
     # shared work tree, others edit it); right after it, `up` must change nothing.

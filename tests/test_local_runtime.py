@@ -26,6 +26,7 @@ from conftest import free_port
 
 from tradelab.errors import TradelabError
 from tradelab.lab import Lab
+from tradelab.orchestrator import up
 from tradelab.runtimes.local import LocalRuntime, session_processes
 from tradelab.runtimes.local_postgres import postgres_data_dir, remove_postgres_data
 from tradelab.settings import load_settings
@@ -50,7 +51,8 @@ class LocalLab:
     def up(self, label: str) -> list:
         self.messages.clear()
         started = time.monotonic()
-        statuses = self.runtime().up(timeout=180)
+        statuses = up(self.settings, self.lab, "local", timeout=180,
+                      echo=self.messages.append).services
         self.timings[label] = time.monotonic() - started
         return statuses
 
@@ -277,6 +279,33 @@ def test_db_outage_through_the_supervisor(local_lab):
     wait_for(lambda: ready(local_lab.api), 60, "the api to recover")
 
 
+def test_pause_freezes_the_whole_process_group_and_unpause_wakes_it(local_lab):
+    runtime = local_lab.runtime()
+    pid = local_lab.pid("api")
+    runtime.pause("api")
+    try:
+        # gunicorn's workers too: no worker answers while the group is stopped.
+        with pytest.raises(requests.RequestException):
+            requests.get(local_lab.api + "/healthz", timeout=2)
+        assert runtime.inspect("api").state == "paused"
+    finally:
+        runtime.unpause("api")
+    wait_for(lambda: ready(local_lab.api), 30, "the api to answer again")
+    assert runtime.inspect("api").state == "running"
+    assert local_lab.pid("api") == pid  # the same process: frozen, never restarted
+
+
+def test_restart_gives_a_new_process_that_comes_back_healthy(local_lab):
+    runtime = local_lab.runtime()
+    pid = local_lab.pid("engine")
+    runtime.restart("engine")
+    assert local_lab.pid("engine") not in (0, pid)
+    wait_for(lambda: runtime.health("engine") == "healthy", 60, "the engine healthy")
+    result = runtime.exec("engine", [sys.executable, "-c",
+                                     "import os; print(os.environ['TRADELAB_HOME'])"])
+    assert (result.exit_code, result.output.strip()) == (0, str(local_lab.root))
+
+
 def test_port_taken_is_one_clear_line(tmp_path, local_lab):
     ports = write_ports(tmp_path / "other")
     other = LocalLab(tmp_path / "other")
@@ -284,7 +313,7 @@ def test_port_taken_is_one_clear_line(tmp_path, local_lab):
         busy.bind(("127.0.0.1", ports["api"]))
         busy.listen()
         with pytest.raises(TradelabError) as err:
-            other.runtime().up(timeout=30)
+            up(other.settings, other.lab, "local", timeout=30)
     assert str(err.value) == (f"port {ports['api']} (ports.api) is already in use: "
                               "free it or set ports.api in tradelab.yaml")
     assert not other.runtime().is_up()
@@ -298,7 +327,7 @@ def test_two_settings_with_one_port_are_named_before_anything_starts(tmp_path):
     (root / "tradelab.yaml").write_text(yaml.safe_dump(config))
     lab = LocalLab(root)
     with pytest.raises(TradelabError) as err:
-        lab.runtime().up(timeout=30)
+        up(lab.settings, lab.lab, "local", timeout=30)
     assert str(err.value).startswith(
         f"api and locust-master would both listen on port {ports['api']}")
     assert str(err.value).endswith("give each its own port in tradelab.yaml")

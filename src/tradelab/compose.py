@@ -29,6 +29,7 @@ from tradelab.const import LABEL_CONTEXT_HASH, LABEL_VERSION
 from tradelab.errors import TradelabError
 from tradelab.stack import (
     APP_IMAGE,
+    BUILD_CONTEXT,
     LOG_DRIVER,
     LOG_OPTIONS,
     SECRETS_DIR_IN_CONTAINER,
@@ -36,7 +37,6 @@ from tradelab.stack import (
     Stack,
 )
 
-BUILD_CONTEXT = "app-image"  # rendered folder: the app image's build context
 SECRETS_INIT = "secrets-init"
 _LAB_SECRETS = "/lab-secrets"  # where secrets-init sees the lab's secrets folder
 _COPIES = "/copies"  # where secrets-init sees each reader's volume, /copies/<service>

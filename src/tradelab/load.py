@@ -290,15 +290,9 @@ def drive_master(settings, lab, url: str, options: LoadOptions,
 
 
 def _scale_workers(settings, lab, workers: int) -> None:
-    from tradelab.runtimes import running_runtime
+    from tradelab.orchestrator import running_driver
 
-    runtime = running_runtime(settings, lab)
-    scale = getattr(runtime, "scale", None)
-    if scale is None:
-        raise TradelabError(
-            f"the {runtime.name} runtime cannot change the number of Locust workers while it "
-            f"runs; use `tradelab config set load_workers {workers}` and `tradelab up`")
-    scale("locust-worker", workers)
+    running_driver(settings, lab).scale("locust-worker", workers)
 
 
 def _wait_for_workers(url: str, wanted: int, timeout: float = 60) -> None:

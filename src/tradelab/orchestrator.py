@@ -1,31 +1,255 @@
-"""The lab orchestrator: what `up`, `down`, `status`, `doctor`, faults and levers do, once.
+"""The lab orchestrator: `up`, `down`, `status`, `doctor`, faults and levers, once for all runtimes.
 
-    driver = running_driver(settings, lab)     # the driver of the lab that runs now
-    act(driver, "stop", "postgres")            # one primitive on one service
-    restore(driver, "postgres", "start")       # undo, unless the service is already back
+    report = up(settings, lab, "auto", without=["grafana"])   # UpReport(driver, services)
+    status(settings, lab).as_dict()                           # services, chaos, alerts
+    doctor(settings, lab).ok                                  # DoctorReport(runtime, checks)
+    down(settings, lab, volumes=True)                         # "docker", "local and docker", ...
+    act(running_driver(settings, lab), "pause", "postgres")   # one primitive (a fault, a lever)
+
+What every runtime shares lives here: choosing the driver, selecting services,
+rendering what they read (render writes every output), the one port check, doctor,
+and the status report. A driver (tradelab.runtimes.base.Driver) only carries out
+primitives on its runtime; nothing here assumes Docker or processes.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from tradelab.errors import TradelabError
 from tradelab.faults import Action
+from tradelab.host import port_free
+from tradelab.runtimes import docker_available
+from tradelab.runtimes.base import (
+    Check,
+    Driver,
+    RuntimeKind,
+    ServiceState,
+    ServiceStatus,
+    unsupported,
+)
 
 if TYPE_CHECKING:
     from tradelab.lab import Lab
-    from tradelab.runtimes.base import Runtime
     from tradelab.settings import Settings
 
+NO_LAB = "no lab is running: start one with `tradelab up`"
+# How each runtime holds a port: a container publishes it, a process listens on it.
+_HOLDS = {RuntimeKind.DOCKER: "publish", RuntimeKind.LOCAL: "listen on"}
 
-def running_driver(settings: Settings, lab: Lab) -> Runtime:
+
+# -- choosing the driver ------------------------------------------------------------------
+
+def select_driver(settings: Settings, lab: Lab, kind: str | None = None,
+                  echo: Callable[[str], None] | None = None) -> Driver:
+    """The driver for `kind` (auto | docker | local); auto prefers Docker when it answers."""
+    kind = kind or settings.runtime
+    if kind == "auto":
+        kind = RuntimeKind.DOCKER if docker_available() else RuntimeKind.LOCAL
+    if kind == RuntimeKind.DOCKER:
+        from tradelab.runtimes.docker import DockerRuntime
+
+        return DockerRuntime(settings, lab, echo=echo)
+    if kind == RuntimeKind.LOCAL:
+        from tradelab.runtimes.local import LocalRuntime
+
+        return LocalRuntime(settings, lab, echo=echo)
+    raise TradelabError(f"unknown runtime {kind!r}: use auto, docker or local")
+
+
+def running_driver(settings: Settings, lab: Lab) -> Driver:
     """The driver of the lab that is up now, or a TradelabError saying to run `tradelab up`."""
-    from tradelab.runtimes import running_runtime
+    kinds = [RuntimeKind.LOCAL]
+    if settings.runtime != RuntimeKind.LOCAL and docker_available():
+        kinds.insert(0, RuntimeKind.DOCKER)
+    for kind in kinds:
+        driver = select_driver(settings, lab, kind)
+        if driver.is_up():
+            return driver
+    raise TradelabError(NO_LAB)
 
-    return running_runtime(settings, lab)
+
+# -- up, down ------------------------------------------------------------------------------
+
+@dataclass
+class UpReport:
+    driver: Driver
+    services: list[ServiceStatus]
 
 
-def act(driver: Runtime, action: Action, service: str) -> None:
-    """Carry out one primitive on `service` (a fault going on, an operator lever)."""
+def up(settings: Settings, lab: Lab, runtime: str | None = None,
+       only: list[str] | None = None, without: list[str] | None = None, build: bool = True,
+       timeout: float = 300, on_driver: Callable[[Driver], None] | None = None,
+       echo: Callable[[str], None] | None = None) -> UpReport:
+    """Bring the lab up on `runtime`: select, render, check ports, then let the driver
+    create and start what is missing or changed, in dependency order, until healthy.
+
+    `on_driver(driver)` is called once the runtime is chosen, before anything starts.
+    """
+    driver = select_driver(settings, lab, runtime, echo=echo)
+    if on_driver:
+        on_driver(driver)
+    lab.ensure()
+    lab.ensure_secrets()
+    names = driver.selectable(only, without)
+    driver.recover()
+    render_for(driver, settings, lab, names)
+    check_ports(driver, settings, names)
+    return UpReport(driver, driver.up(names, build=build, timeout=timeout))
+
+
+def render_for(driver: Driver, settings: Settings, lab: Lab, names: list[str]) -> None:
+    """Write what the services `names` read (configs, the app image's build context)."""
+    from tradelab.render import render_stack
+
+    render_stack(driver.stack.subset(names), settings, lab, driver.stack.rendered_dir)
+
+
+def down(settings: Settings, lab: Lab, runtime: str | None = None,
+         volumes: bool = False) -> str:
+    """Take the lab down; return the runtime(s) it was on, or "none" when nothing ran
+    (not an error: there is nothing to do)."""
+    if runtime:
+        driver = select_driver(settings, lab, runtime)
+    else:
+        try:
+            driver = running_driver(settings, lab)
+        except TradelabError:  # nothing runs; `--volumes` may still have data to delete
+            if not volumes:
+                # A killed supervisord leaves its programs behind: they still go.
+                select_driver(settings, lab, RuntimeKind.LOCAL).down()
+                return "none"
+            # the data may be of either runtime: delete both kinds
+            kinds = [RuntimeKind.LOCAL] + ([RuntimeKind.DOCKER] if docker_available() else [])
+            for kind in kinds:
+                select_driver(settings, lab, kind).down(volumes=True)
+            return " and ".join(kinds)
+    driver.down(volumes=volumes)
+    return driver.name
+
+
+# -- the one port check --------------------------------------------------------------------
+
+def port_setting(settings: Settings, port: int) -> str | None:
+    """The settings key a port comes from ("ports.api"), or None for a fixed port."""
+    keys = settings.port_keys(port)
+    return keys[0] if keys else None
+
+
+def port_problems(driver: Driver, settings: Settings, names: list[str]
+                  ) -> list[tuple[str, int, str | None]]:
+    """(service, port, problem or None) for every port `names` hold on this machine;
+    a service of this lab that runs already holds its own ports."""
+    running = {s.name for s in driver.status() if s.state is ServiceState.RUNNING}
+    owners: dict[int, list[str]] = {}
+    for name in names:
+        for _, port in driver.host_ports(name):
+            if name not in owners.setdefault(port, []):
+                owners[port].append(name)
+    found: list[tuple[str, int, str | None]] = []
+    for name in names:
+        for address, port in driver.host_ports(name):
+            if len(owners[port]) > 1:
+                keys = " = ".join(settings.port_keys(port)) or "ports"
+                found.append((name, port, (
+                    f"{' and '.join(owners[port])} would both {_HOLDS[driver.kind]} port "
+                    f"{port} ({keys}): give each its own port in tradelab.yaml")))
+            elif name not in running and not port_free(address, port):
+                found.append((name, port, _port_taken(driver.kind, settings, name, port)))
+            else:
+                found.append((name, port, None))
+    return found
+
+
+def check_ports(driver: Driver, settings: Settings, names: list[str]) -> None:
+    """Fail before anything is created when a port is shared or taken by something else."""
+    problems = [p for _, _, p in port_problems(driver, settings, names) if p]
+    if problems:  # two settings with one port first: the user's own mistake
+        shared = [p for p in problems if " would both " in p]
+        raise TradelabError((shared or problems)[0])
+
+
+def _port_taken(kind: RuntimeKind, settings: Settings, service: str, port: int) -> str:
+    key = port_setting(settings, port)
+    if kind is RuntimeKind.DOCKER:
+        key = key or "ports"
+        return (f"port {port} ({key}) is in use: stop what uses it, "
+                f"or set {key} to a free port in tradelab.yaml")
+    if key is None:
+        return f"port {port} ({service}'s fixed port) is already in use: free it"
+    return f"port {port} ({key}) is already in use: free it or set {key} in tradelab.yaml"
+
+
+# -- doctor, status ------------------------------------------------------------------------
+
+@dataclass
+class DoctorReport:
+    runtime: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(c.ok is False for c in self.checks)
+
+
+def doctor(settings: Settings, lab: Lab, runtime: str | None = None) -> DoctorReport:
+    """Can the lab run here? The driver's own probes, then every port the lab needs."""
+    driver = select_driver(settings, lab, runtime)
+    checks = driver.probes()
+    if any(c.ok is False for c in checks):
+        return DoctorReport(driver.name, checks)  # runtime unreachable: ports mean nothing
+    running = {s.name for s in driver.status() if s.state is ServiceState.RUNNING}
+    for name, port, problem in port_problems(driver, settings, driver.selectable(None, None)):
+        key = port_setting(settings, port) or f"{name}'s fixed port"
+        detail = problem or f"{key} for {name}" + (" (this lab)" if name in running else "")
+        checks.append(Check(f"port {port}", problem is None, detail))
+    return DoctorReport(driver.name, checks)
+
+
+@dataclass
+class StatusReport:
+    runtime: str
+    services: list[ServiceStatus]
+    chaos: dict[str, Any]
+    alerts: list[dict[str, Any]] | None  # None: Alertmanager cannot be asked
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"runtime": self.runtime, "services": [s.as_dict() for s in self.services],
+                "chaos": self.chaos, "alerts": self.alerts}
+
+
+def status(settings: Settings, lab: Lab) -> StatusReport:
+    """Every service of the running lab (or, with none, what `up` would start, all missing),
+    the chaos faults on, and the alerts firing in Alertmanager."""
+    from tradelab.chaos import store_for
+
+    try:
+        driver = running_driver(settings, lab)
+    except TradelabError:
+        driver = select_driver(settings, lab, None)
+    services = driver.status()
+    chaos = {name: fault.as_dict() for name, fault in store_for(settings, lab).active().items()}
+    return StatusReport(driver.name, services, chaos, _firing_alerts(settings, services))
+
+
+def _firing_alerts(settings: Settings, services: list[ServiceStatus]
+                   ) -> list[dict[str, Any]] | None:
+    from tradelab.alerts import AlertmanagerUnavailable, firing_alerts
+
+    if not any(s.name == "alertmanager" and s.state is ServiceState.RUNNING for s in services):
+        return None
+    try:
+        return firing_alerts(settings, timeout_s=2.0)
+    except AlertmanagerUnavailable:
+        return None
+
+
+# -- primitives, for faults and levers -----------------------------------------------------
+
+def act(driver: Driver, action: Action, service: str) -> None:
+    """Carry out one primitive on `service` (a fault going on or off, an operator lever)."""
     match action:
         case "stop":
             driver.stop(service)
@@ -33,15 +257,18 @@ def act(driver: Runtime, action: Action, service: str) -> None:
             driver.start(service)
         case "kill":
             driver.kill(service)
+        case "pause":
+            driver.pause(service)
+        case "unpause":
+            driver.unpause(service)
+        case "restart":
+            driver.restart(service)
         case _:
-            from tradelab.errors import TradelabError
-
-            raise TradelabError(f"the {driver.name} runtime cannot {action} {service}")
+            raise unsupported(driver.kind, str(action), service)
 
 
-def restore(driver: Runtime, service: str, action: Action) -> None:
+def restore(driver: Driver, service: str, action: Action) -> None:
     """Undo a runtime fault, unless the service is already back (a supervisor restarts a
     killed process by itself, and starting a running one is an error there)."""
-    states = {st.name: st.state for st in driver.status()}
-    if states.get(service) != "running":
+    if driver.inspect(service).state is not ServiceState.RUNNING:
         act(driver, action, service)

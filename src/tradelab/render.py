@@ -46,7 +46,7 @@ import yaml
 from tradelab.const import ALL_SERVICES
 from tradelab.errors import TradelabError
 from tradelab.files import write_atomic
-from tradelab.stack import APP_IMAGE, SLACK_SECRET, Service, Stack, build_stack
+from tradelab.stack import APP_IMAGE, BUILD_CONTEXT, SLACK_SECRET, Stack, build_stack
 
 MANIFEST = ".tradelab-rendered"
 VENDOR = "locust-vendor"  # rendered folder of libraries for the Locust containers
@@ -171,7 +171,6 @@ def render_files(settings, lab, stack: Stack) -> dict[str, bytes]:
     label = None
     if stack.runtime == "docker" and any(svc.app for svc in stack.services.values()):
         # Rule 4: the app image's build context, for the compose file's `build:`.
-        from tradelab.compose import BUILD_CONTEXT
         from tradelab.runtimes.docker_image import build_context_files, image_label
 
         context_files = build_context_files()
@@ -300,16 +299,3 @@ def _remove_stale(out: Path, rel: str, digest: str) -> None:
     while parent != out and parent.is_dir() and not any(parent.iterdir()):
         parent.rmdir()
         parent = parent.parent
-
-
-def mounted_config_digest(service: Service, rendered_dir: Path) -> str:
-    """A digest of the rendered files `service` mounts: feed it to spec_hash(extra=...)."""
-    digest = hashlib.sha256()
-    for mount in service.mounts:
-        if mount.kind != "config":
-            continue
-        folder = Path(rendered_dir) / mount.source
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            digest.update(str(path.relative_to(rendered_dir)).encode() + b"\0")
-            digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()[:32]

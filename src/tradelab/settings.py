@@ -160,6 +160,11 @@ class Settings(_Model):
         """Dotted key -> where its value came from ("default", "file:…", "env:…", "flag")."""
         return self._sources
 
+    def port_keys(self, port: int) -> list[str]:
+        """The settings keys that choose `port` (["ports.api"]; two when they clash)."""
+        return [f"ports.{key}" for key, value in self.ports.model_dump().items()
+                if value == port]
+
     def flat(self) -> dict[str, Any]:
         """Every effective value by dotted key (maps such as images are expanded)."""
         return _flatten(self.model_dump(mode="json"))

@@ -55,6 +55,7 @@ LOCUST_VENDOR_DIR_IN_CONTAINER = "/mnt/locust-vendor"
 LOAD_DIR_IN_CONTAINER = "/var/lib/tradelab/load"  # order ledgers of load runs
 DOCKER_LOG_DIR = "/var/lib/docker/containers"  # json-file logs the log agent tails
 DB_NAME = "tradelab"
+BUILD_CONTEXT = "app-image"  # rendered folder: the app image's build context
 SLACK_SECRET = "slack_webhook_url"  # written from settings.alerting by `render`
 # Every container logs to json-file with these labels copied into each line ("attrs"),
 # so the log agent can tail the files (no Docker socket) and still know the service.
@@ -688,3 +689,16 @@ class _Builder:
             depends_on=(Dependency("locust-master", "service_started"),),
             **self._common("locust-worker"),
         )
+
+
+def mounted_config_digest(service: Service, rendered_dir: Path) -> str:
+    """A digest of the rendered files `service` mounts: feed it to spec_hash(extra=...)."""
+    digest = hashlib.sha256()
+    for mount in service.mounts:
+        if mount.kind != "config":
+            continue
+        folder = Path(rendered_dir) / mount.source
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            digest.update(str(path.relative_to(rendered_dir)).encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:32]

@@ -1,33 +1,116 @@
-"""The interface both runtimes (docker, local) implement, and the status they report.
+"""The one interface every runtime driver implements, and the typed status it reports.
 
-Commands (`up`, `down`, `status`, `logs`, runtime chaos faults, operator commands)
-talk to a Runtime only through these methods, so they work the same on both.
+    driver.inspect("api")        # ServiceStatus(name="api", state=ServiceState.RUNNING, ...)
+    driver.pause("postgres")     # a primitive: one action on one service
+    driver.exec("postgres", ["pg_isready"])   # ExecResult(exit_code=0, output="...")
+
+The orchestrator (tradelab.orchestrator) plans and carries out `up`, `down`,
+`status`, `doctor`, runtime faults and operator levers; a driver only knows how to do
+each primitive on its runtime (Docker containers, supervised local processes; a
+Kubernetes driver would be a third). A primitive a runtime cannot carry out raises
+`unsupported(kind, primitive, service)`: one line naming the runtime.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol, TextIO
+
+from tradelab.errors import TradelabError
+
+if TYPE_CHECKING:
+    from tradelab.stack import Stack
+
+
+class RuntimeKind(StrEnum):
+    DOCKER = "docker"
+    LOCAL = "local"
+
+
+class ServiceState(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    STARTING = "starting"
+    RESTARTING = "restarting"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    EXITED = "exited"
+    CREATED = "created"
+    DEAD = "dead"
+    MISSING = "missing"  # not created (yet)
+    UNAVAILABLE = "unavailable"  # cannot run on this runtime (e.g. Grafana off Docker)
+
+
+class Health(StrEnum):
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    STARTING = "starting"
+    NONE = "none"  # running, and no check declared
+    NOT_APPLICABLE = "n/a"  # not running: no health to speak of
 
 
 @dataclass
 class ServiceStatus:
     name: str
-    state: str  # running | exited | created | stopped | missing | unavailable
-    health: str  # healthy | unhealthy | starting | none | n/a
+    state: ServiceState
+    health: Health
     url: str | None = None
     detail: str = ""
 
-    def as_dict(self) -> dict:
+    def __post_init__(self) -> None:
+        self.state = ServiceState(self.state)
+        self.health = Health(self.health)
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {**asdict(self), "state": str(self.state), "health": str(self.health)}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of `tradelab doctor`: ok True (fine), False (blocks `up`), None (a note)."""
+
+    check: str
+    ok: bool | None
+    detail: str
+
+    def as_dict(self) -> dict[str, str | bool | None]:
         return asdict(self)
 
 
-class Runtime(Protocol):
-    name: str  # "docker" | "local"
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    output: str
 
-    def up(self, only: list[str] | None = None, without: list[str] | None = None,
-           build: bool = True, timeout: float = 300) -> list[ServiceStatus]:
-        """Create and start what is missing or changed; wait until healthy."""
+
+def unsupported(kind: RuntimeKind, primitive: str, service: str) -> TradelabError:
+    """The one error for a primitive a runtime cannot carry out."""
+    return TradelabError(f"the {kind} runtime cannot {primitive} {service}")
+
+
+class Driver(Protocol):
+    """What the orchestrator asks of a runtime. Service name first, everywhere."""
+
+    kind: RuntimeKind
+
+    @property
+    def stack(self) -> Stack:
+        """The Stack built for this runtime."""
+
+    @property
+    def name(self) -> str:
+        """The runtime's name ("docker", "local"), as status and messages print it."""
+
+    # -- the lab as a whole ------------------------------------------------------------
+    def is_up(self) -> bool:
+        """True when a lab of this runtime exists (any service created)."""
+
+    def selectable(self, only: list[str] | None, without: list[str] | None) -> list[str]:
+        """The services `up --only/--without` runs here, in start order."""
+
+    def up(self, names: list[str], build: bool, timeout: float) -> list[ServiceStatus]:
+        """Create and start what is missing or changed among `names`; wait until healthy."""
 
     def down(self, volumes: bool = False) -> None:
         """Stop and remove everything; keep data unless `volumes`."""
@@ -35,15 +118,46 @@ class Runtime(Protocol):
     def status(self) -> list[ServiceStatus]:
         """Every service of the stack, running or not."""
 
-    def is_up(self) -> bool:
-        """True when a lab of this runtime exists (any service created)."""
+    def host_ports(self, service: str) -> list[tuple[str, int]]:
+        """(address, port) pairs `service` holds on this machine while it runs."""
 
-    def logs(self, service: str, follow: bool = False, tail: int | None = 100) -> None:
-        """Print a service's logs to stdout."""
+    def recover(self) -> None:
+        """Clean up what a dead control process left (local: the programs of a killed
+        supervisord, which hold the lab's ports); before `up` checks the ports."""
 
-    def stop(self, service: str) -> None: ...
+    def probes(self) -> list[Check]:
+        """The runtime's own doctor checks (engine reachable, binaries, memory, images)."""
+
+    # -- primitives --------------------------------------------------------------------
+    def inspect(self, service: str) -> ServiceStatus:
+        """The service's state and health now."""
+
+    def create(self, service: str) -> None:
+        """Create (or recreate, when its spec changed) and start the service."""
 
     def start(self, service: str) -> None: ...
 
+    def stop(self, service: str) -> None: ...
+
     def kill(self, service: str) -> None:
-        """SIGKILL the service's main process (a crash, as chaos sees it)."""
+        """SIGKILL the service's processes (a crash, as chaos sees it)."""
+
+    def pause(self, service: str) -> None:
+        """Freeze the service's processes (SIGSTOP / cgroup freezer): alive, answering nothing."""
+
+    def unpause(self, service: str) -> None: ...
+
+    def restart(self, service: str) -> None: ...
+
+    def exec(self, service: str, argv: list[str]) -> ExecResult:
+        """Run `argv` where the service runs (in its container / beside its process)."""
+
+    def logs(self, service: str, follow: bool = False, tail: int | None = 100,
+             out: TextIO | None = None) -> None:
+        """Write the service's logs to `out` (default stdout)."""
+
+    def health(self, service: str) -> Health:
+        """One health check of the service now."""
+
+    def scale(self, service: str, replicas: int) -> None:
+        """Run `replicas` copies of `service` (Locust workers) until the next `up`."""

@@ -1,9 +1,10 @@
 """The lab as Docker containers, driven through the Docker SDK from the Stack model.
 
-    runtime = DockerRuntime(settings, lab)
-    runtime.up(without=["grafana", "loki", "promtail"], timeout=300)
-    runtime.status(); runtime.logs("api", tail=50); runtime.down(volumes=True)
-    runtime.scale("locust-worker", 3)   # until the next `up` (tradelab load --workers 3)
+    driver = DockerRuntime(settings, lab)     # usually through tradelab.orchestrator
+    driver.up(driver.selectable(None, ["grafana", "loki", "promtail"]), timeout=300)
+    driver.status(); driver.logs("api", tail=50); driver.down(volumes=True)
+    driver.pause("postgres"); driver.unpause("postgres"); driver.restart("api")
+    driver.scale("locust-worker", 3)   # until the next `up` (tradelab load --workers 3)
 
 Every object carries the labels docker-compose uses (project, service, container
 number) plus a config hash, and every lookup filters by them: the truth about what
@@ -26,9 +27,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from tradelab.compose import BUILD_CONTEXT
 from tradelab.const import (
     LABEL_COMPOSE_CONFIG_HASH,
     LABEL_CONFIG_HASH,
@@ -39,15 +39,23 @@ from tradelab.const import (
     LABEL_VOLUME,
 )
 from tradelab.errors import TradelabError
-from tradelab.host import port_free
 from tradelab.runtimes import docker_health as health
 from tradelab.runtimes import docker_image
-from tradelab.runtimes.base import ServiceStatus
+from tradelab.runtimes.base import (
+    Check,
+    ExecResult,
+    Health,
+    RuntimeKind,
+    ServiceState,
+    ServiceStatus,
+)
 from tradelab.stack import (
+    BUILD_CONTEXT,
     LOG_DRIVER,
     LOG_OPTIONS,
     Service,
     build_stack,
+    mounted_config_digest,
 )
 
 NOT_REACHABLE = "Docker is not reachable: start Docker or use --runtime local"
@@ -108,6 +116,9 @@ class _Created:
 
 
 class DockerRuntime:
+    """The Docker driver: every primitive through the Docker SDK, on labelled containers."""
+
+    kind = RuntimeKind.DOCKER
     name = "docker"
 
     def __init__(self, settings: Any, lab: Any, echo: Callable[[str], None] | None = None):
@@ -145,14 +156,21 @@ class DockerRuntime:
 
     # -- up --------------------------------------------------------------------------------
 
+    def selectable(self, only: list[str] | None, without: list[str] | None) -> list[str]:
+        return self.stack.select(only, without)
+
+    def recover(self) -> None:
+        """Nothing to recover: Docker keeps what runs, whatever happened to tradelab."""
+
+    def host_ports(self, service: str) -> list[tuple[str, int]]:
+        return [(p.host_ip, p.host) for p in self._service(service).ports if p.host is not None]
+
     @_translated
-    def up(self, only: list[str] | None = None, without: list[str] | None = None,
-           build: bool = True, timeout: float = 300) -> list[ServiceStatus]:
-        names = self.stack.select(only, without)
-        self.lab.ensure()
-        self.lab.ensure_secrets()
-        self.render_configs(names)
-        self.check_ports(names)
+    def up(self, names: list[str], build: bool = True,
+           timeout: float = 300) -> list[ServiceStatus]:
+        """Images, network, volumes, then each service after what it depends on, until
+        healthy; a failure removes what this `up` created (the orchestrator rendered and
+        checked the ports before)."""
         deadline = time.monotonic() + timeout
         created = _Created()
         try:
@@ -178,40 +196,6 @@ class DockerRuntime:
         if build:  # the containers of a replaced app image are gone now: so can it be
             docker_image.remove_replaced_app_images(self.client)
         return [s for s in self.status() if s.name in names]
-
-    def render_configs(self, names: list[str]) -> None:
-        """Write the rendered configs the containers mount (prometheus.yml, rules, …)."""
-        from tradelab.render import render_stack
-
-        render_stack(self.stack.subset(names), self.settings, self.lab, self.lab.rendered_dir)
-
-    def check_ports(self, names: list[str]) -> None:
-        """Fail before creating anything when a host port is taken by something else."""
-        for port in self.stack.shared_host_ports(names):
-            raise TradelabError(self._port_shared(port, names))
-        ours = {c.labels.get(LABEL_SERVICE) for c in self.containers() if c.status == "running"}
-        for name in names:
-            if name in ours:
-                continue
-            for port in self.stack.services[name].ports:
-                if port.host is not None and not port_free(port.host_ip, port.host):
-                    raise TradelabError(self._port_taken(port.host))
-
-    def _port_taken(self, port: int) -> str:
-        key = self.port_setting(port)
-        return (f"port {port} ({key}) is in use: stop what uses it, "
-                f"or set {key} to a free port in tradelab.yaml")
-
-    def _port_shared(self, port: int, names: list[str]) -> str:
-        services = self.stack.shared_host_ports(names)[port]
-        keys = [f"ports.{k}" for k, v in self.settings.ports.model_dump().items() if v == port]
-        return (f"{' and '.join(services)} would both publish port {port} "
-                f"({' = '.join(keys) or 'ports'}): give each its own port in tradelab.yaml")
-
-    def port_setting(self, port: int) -> str:
-        """The settings key a host port comes from, e.g. "ports.api"."""
-        keys = [k for k, v in self.settings.ports.model_dump().items() if v == port]
-        return f"ports.{keys[0]}" if keys else "ports"
 
     def ensure_images(self, names: list[str], build: bool) -> dict[str, str]:
         """Image reference -> id for the services; pull or build what is missing."""
@@ -282,8 +266,6 @@ class DockerRuntime:
     def container_spec(self, svc: Service, number: int, image_id: str) -> ContainerSpec:
         """The container a service needs, and a hash over everything that defines it."""
         from docker.types import LogConfig, Mount
-
-        from tradelab.render import mounted_config_digest
 
         # Rendered configs are part of the spec: a changed rule file recreates Prometheus.
         digest = hashlib.sha256(
@@ -378,7 +360,9 @@ class DockerRuntime:
             if "port is already allocated" in text or "address already in use" in text:
                 ports = [p.host for p in svc.ports if p.host is not None]
                 port = next((p for p in ports if str(p) in text), ports[0] if ports else 0)
-                raise TradelabError(self._port_taken(port)) from None
+                key = (self.settings.port_keys(port) or ["ports"])[0]
+                raise TradelabError(f"port {port} ({key}) is in use: stop what uses it, "
+                                    f"or set {key} to a free port in tradelab.yaml") from None
             raise TradelabError(f"cannot start service {svc.name}: {text}") from None
         container.reload()
 
@@ -425,59 +409,106 @@ class DockerRuntime:
         found: dict[str, list] = {}
         for c in self.containers():
             found.setdefault(c.labels.get(LABEL_SERVICE, ""), []).append(c)
-        out = []
-        for name in self.stack.services:
-            url = self.stack.url(name)
-            containers = found.get(name)
-            if not containers:
-                out.append(ServiceStatus(name, "missing", "n/a", url))
-                continue
-            state = health.state(containers[0])
-            # A stopped container keeps its last health status: not meaningful any more.
-            checked = ((state.get("Health") or {}).get("Status") or "none"
-                       if state["Status"] == "running" else "n/a")
-            detail = f"exit {state.get('ExitCode')}" if state["Status"] == "exited" else ""
-            if len(containers) > 1:
-                running = sum(health.state(c)["Status"] == "running" for c in containers)
-                detail = f"{running}/{len(containers)} running"
-            out.append(ServiceStatus(name, state["Status"], checked, url, detail))
-        return out
+        return [self._status_of(name, found.get(name, [])) for name in self.stack.services]
+
+    def _status_of(self, name: str, containers: list) -> ServiceStatus:
+        url = self.stack.url(name)
+        if not containers:
+            return ServiceStatus(name, ServiceState.MISSING, Health.NOT_APPLICABLE, url)
+        state = health.state(containers[0])
+        # A stopped container keeps its last health status: not meaningful any more.
+        checked = Health((state.get("Health") or {}).get("Status") or "none"
+                         if state["Status"] == "running" else "n/a")
+        detail = f"exit {state.get('ExitCode')}" if state["Status"] == "exited" else ""
+        if len(containers) > 1:
+            running = sum(health.state(c)["Status"] == "running" for c in containers)
+            detail = f"{running}/{len(containers)} running"
+        return ServiceStatus(name, _STATES.get(state["Status"], ServiceState.DEAD), checked,
+                             url, detail)
 
     @_translated
     def is_up(self) -> bool:
         return bool(self.containers())
 
+    # -- primitives ----------------------------------------------------------------------
+
     @_translated
-    def logs(self, service: str, follow: bool = False, tail: int | None = 100) -> None:
+    def inspect(self, service: str) -> ServiceStatus:
+        self._service(service)
+        return self._status_of(service, self.containers(service))
+
+    @_translated
+    def create(self, service: str) -> None:
+        """Create what is missing or changed of one service, and start it (as `up` would,
+        for that service alone, with the image as it is)."""
+        svc = self._service(service)
+        created = _Created()
+        try:
+            self.ensure_service(svc, self.ensure_images([service], build=False), created)
+        except BaseException:
+            self._undo(created)
+            raise
+
+    @_translated
+    def logs(self, service: str, follow: bool = False, tail: int | None = 100,
+             out: TextIO | None = None) -> None:
+        out = out or sys.stdout
         container = self._require(service)
         kwargs: dict[str, Any] = {"tail": tail if tail is not None else "all"}
         if follow:
             for chunk in container.logs(stream=True, follow=True, **kwargs):
-                sys.stdout.write(chunk.decode(errors="replace"))
-                sys.stdout.flush()
+                out.write(chunk.decode(errors="replace"))
+                out.flush()
         else:
-            sys.stdout.write(container.logs(**kwargs).decode(errors="replace"))
-            sys.stdout.flush()
+            out.write(container.logs(**kwargs).decode(errors="replace"))
+            out.flush()
 
     @_translated
     def stop(self, service: str) -> None:
-        self._require(service).stop(timeout=STOP_TIMEOUT_S)
+        for container in self._all(service):
+            container.stop(timeout=STOP_TIMEOUT_S)
 
     @_translated
     def start(self, service: str) -> None:
-        container = self._require(service)
-        if container.status != "running":
-            self._start(container, self._service(service))
+        svc = self._service(service)
+        for container in self._all(service):
+            if container.status != "running":
+                self._start(container, svc)
 
     @_translated
     def kill(self, service: str) -> None:
         """SIGKILL, as a crash: Docker does not restart a killed container by itself."""
+        self._each(service, "kill", lambda c: c.kill("SIGKILL"))
+
+    @_translated
+    def pause(self, service: str) -> None:
+        """Freeze every container of the service (cgroup freezer): alive, answering nothing."""
+        self._each(service, "pause", lambda c: c.pause())
+
+    @_translated
+    def unpause(self, service: str) -> None:
+        self._each(service, "unpause",
+                   lambda c: c.unpause() if health.state(c)["Status"] == "paused" else None)
+
+    @_translated
+    def restart(self, service: str) -> None:
+        self._each(service, "restart", lambda c: c.restart(timeout=STOP_TIMEOUT_S))
+
+    @_translated
+    def exec(self, service: str, argv: list[str]) -> ExecResult:
+        """Run `argv` in the service's (first) container, as the service's user."""
+        svc = self._service(service)
         from docker.errors import APIError
 
         try:
-            self._require(service).kill("SIGKILL")
+            result = self._require(service).exec_run(argv, user=svc.user or "")
         except APIError as exc:
-            raise TradelabError(f"cannot kill {service}: {_explain(exc)}") from None
+            raise TradelabError(f"cannot run {argv[0]} in {service}: {_explain(exc)}") from None
+        return ExecResult(result.exit_code, result.output.decode(errors="replace"))
+
+    @_translated
+    def health(self, service: str) -> Health:
+        return self.inspect(service).health
 
     @_translated
     def scale(self, service: str, replicas: int, timeout: float = 120) -> None:
@@ -502,50 +533,45 @@ class DockerRuntime:
             raise
 
     def _require(self, service: str):
+        return self._all(service)[0]
+
+    def _all(self, service: str) -> list:
+        """Every container of `service`, or a TradelabError saying to run `tradelab up`."""
         self._service(service)
         found = self.containers(service)
         if not found:
             raise TradelabError(f"{service} has no container in lab {self.stack.project}: "
                                 "start it with `tradelab up`")
-        return found[0]
+        return found
+
+    def _each(self, service: str, verb: str, action: Callable[[Any], Any]) -> None:
+        from docker.errors import APIError
+
+        for container in self._all(service):
+            try:
+                action(container)
+            except APIError as exc:
+                raise TradelabError(f"cannot {verb} {service}: {_explain(exc)}") from None
 
     # -- doctor ------------------------------------------------------------------------------
 
-    def doctor(self, names: list[str] | None = None) -> list[dict[str, Any]]:
-        """Checks a person can act on: engine reachable, ports free, memory, images present.
-
-        Each check is {"check", "ok", "detail"}; ok is None for "fine, but will take time"
-        (an image `up` still has to pull or build).
-        """
+    def probes(self) -> list[Check]:
+        """Engine reachable, memory for the lab's limits, images present (ok None: `up`
+        still has to pull or build one, which takes time)."""
         try:
             client = self.client
         except TradelabError as exc:
-            return [{"check": "docker", "ok": False, "detail": str(exc)}]
-        names = names or list(self.stack.services)
+            return [Check("docker", False, str(exc))]
+        names = list(self.stack.services)
         version = client.version()
-        checks = [{"check": "docker", "ok": True,
-                   "detail": f"engine {version.get('Version')} (API {version.get('ApiVersion')})"}]
-        ours = {c.labels.get(LABEL_SERVICE) for c in self.containers() if c.status == "running"}
-        shared = self.stack.shared_host_ports(names)
-        for name in names:
-            for p in self.stack.services[name].ports:
-                if p.host is None:
-                    continue
-                if p.host in shared:
-                    checks.append({"check": f"port {p.host}", "ok": False,
-                                   "detail": self._port_shared(p.host, names)})
-                    continue
-                free = name in ours or port_free(p.host_ip, p.host)
-                key = self.port_setting(p.host)
-                checks.append({"check": f"port {p.host}", "ok": free, "detail":
-                               f"{key} for {name}" + (" (this lab)" if name in ours else "")
-                               if free else self._port_taken(p.host)})
+        checks = [Check("docker", True, f"engine {version.get('Version')} "
+                                        f"(API {version.get('ApiVersion')})")]
         total = client.info().get("MemTotal", 0)
         need = sum(docker_image.memory_bytes(self.stack.services[n].memory)
                    * self.stack.services[n].replicas for n in names)
-        checks.append({"check": "memory", "ok": total >= need,
-                       "detail": f"engine has {total / 2**30:.1f} GiB; the lab's memory limits "
-                                 f"add up to {need / 2**30:.1f} GiB (set memory.SERVICE)"})
+        checks.append(Check("memory", total >= need,
+                            f"engine has {total / 2**30:.1f} GiB; the lab's memory limits "
+                            f"add up to {need / 2**30:.1f} GiB (set memory.SERVICE)"))
         seen: set[str] = set()
         for name in names:
             svc = self.stack.services[name]
@@ -558,9 +584,16 @@ class DockerRuntime:
             else:
                 detail = "present" if present else (
                     f"missing: `tradelab up` pulls it (mirror: set images.{self.image_key(svc)})")
-            checks.append({"check": f"image {svc.image}", "ok": True if present else None,
-                           "detail": f"{name}: {detail}"})
+            checks.append(Check(f"image {svc.image}", True if present else None,
+                                f"{name}: {detail}"))
         return checks
+
+
+# Docker's container states, as tradelab names them.
+_STATES = {"running": ServiceState.RUNNING, "paused": ServiceState.PAUSED,
+           "restarting": ServiceState.RESTARTING, "exited": ServiceState.EXITED,
+           "created": ServiceState.CREATED, "removing": ServiceState.STOPPING,
+           "dead": ServiceState.DEAD}
 
 
 # -- small helpers ------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """The local runtime: the lab as processes under supervisord, with an embedded PostgreSQL.
 
-    runtime = LocalRuntime(settings, lab)
-    runtime.up()            # returns once every service is healthy
-    runtime.status()        # every service of the stack, unavailable ones included
-    runtime.kill("api")   # SIGKILL; supervisord brings it back
-    runtime.down()          # stops everything, leaves no process; data is kept
+    driver = LocalRuntime(settings, lab)      # usually through tradelab.orchestrator
+    driver.up(driver.selectable(None, None))  # returns once every service is healthy
+    driver.status()         # every service of the stack, unavailable ones included
+    driver.kill("api")      # SIGKILL; supervisord brings it back
+    driver.pause("postgres")  # SIGSTOP to its process group; unpause: SIGCONT
+    driver.down()           # stops everything, leaves no process; data is kept
 
 For a machine without Docker. supervisord (daemonised, controlled over a unix socket
 in <lab>/state/local/) runs postgres, the one-shot migrate, api, engine, the Locust
@@ -18,16 +19,26 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 import xmlrpc.client
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from tradelab.errors import TradelabError
-from tradelab.host import pid_alive, port_free
+from tradelab.host import pid_alive
 from tradelab.runtimes import local_programs as lp
-from tradelab.runtimes.base import ServiceStatus
+from tradelab.runtimes.base import (
+    Check,
+    ExecResult,
+    Health,
+    RuntimeKind,
+    ServiceState,
+    ServiceStatus,
+    unsupported,
+)
 from tradelab.runtimes.local_postgres import (
     ensure_database,
     postgres_data_dir,
@@ -37,10 +48,16 @@ from tradelab.runtimes.local_postgres import (
 )
 from tradelab.runtimes.supervisor import Supervisor
 
+if TYPE_CHECKING:
+    from tradelab.stack import Stack
+
 NOT_HERE = "not available in the local runtime"
 
 
 class LocalRuntime:
+    """The local driver: every primitive through supervisord and signals to its programs."""
+
+    kind = RuntimeKind.LOCAL
     name = "local"
 
     def __init__(self, settings, lab, echo: Callable[[str], None] | None = None) -> None:
@@ -59,38 +76,52 @@ class LocalRuntime:
             self._plan = lp.build_plan(self.settings, self.lab, postgres_data_dir(self.lab))
         return self._plan
 
+    @property
+    def stack(self) -> Stack:
+        return self.plan.stack
+
     # -- lifecycle ---------------------------------------------------------------------
-    def up(self, only: list[str] | None = None, without: list[str] | None = None,
-           build: bool = True, timeout: float = 300) -> list[ServiceStatus]:
-        """Start what is not running, in dependency order; return once all are healthy."""
-        self.lab.ensure()
-        self.lab.ensure_secrets()
+    def selectable(self, only: list[str] | None, without: list[str] | None) -> list[str]:
+        """Those that can run here: --only grafana is an error, --without grafana a no-op."""
+        return self.plan.select(only, without)
+
+    def host_ports(self, service: str) -> list[tuple[str, int]]:
+        return [(lp.HOST, port) for port, _ in self.plan.by_name[service].ports]
+
+    def recover(self) -> None:
+        """Programs left by a supervisord that was killed hold the lab's ports: a new `up`
+        stops them as `down` would, instead of calling its own ports taken."""
+        session = self.supervisor.recorded_pid()
+        if (session is not None and self.supervisor.pid() is None
+                and session_processes(session)):
+            self.echo("supervisord of this lab's last run is gone: stopping what it left")
+            self._stop_all()
+
+    def up(self, names: list[str], build: bool = True,
+           timeout: float = 300) -> list[ServiceStatus]:
+        """Start what is not running, in dependency order; return once all are healthy
+        (the orchestrator rendered the configs and checked the ports before)."""
         plan = self.plan
-        wanted = plan.select(only, without)
         started_at = time.monotonic()
         cold = not self.supervisor.running()
         if cold:
-            self._stop_orphans()
-            self._check_ports(wanted)
-            self._prepare_files(wanted)
+            self._prepare_files(names)
             self.supervisor.write_config(plan.programs())
             self.echo("starting supervisord (local runtime)")
             self.supervisor.start_daemon()
         else:
-            self._prepare_files(wanted, running=True)
+            self._prepare_files(names, running=True)
             self.supervisor.write_config(plan.programs())
             # Compared with what supervisord holds, not with the file: a run that failed
             # halfway may have written a file supervisord never took in.
             replaced = self.supervisor.apply_config()
             if replaced:
                 self.echo(f"settings changed: restarting {', '.join(replaced)}")
-            todo = self._not_running(wanted)
-            if not todo:
+            if not self._not_running(names):
                 self.echo("the lab is already up (local runtime): nothing to do")
                 return self.status()
-            self._check_ports(todo)
         try:
-            self._start_in_order(wanted, deadline=started_at + timeout)
+            self._start_in_order(names, deadline=started_at + timeout)
         except xmlrpc.client.Fault as exc:
             if cold:
                 self._stop_all(quiet=True)
@@ -121,38 +152,40 @@ class LocalRuntime:
 
     # -- inspection --------------------------------------------------------------------
     def status(self) -> list[ServiceStatus]:
-        plan = self.plan
         infos = self.supervisor.process_info()
-        out = []
-        for name in plan.services:
-            spec = plan.by_name.get(name)
-            if spec is None or spec.unavailable:
-                out.append(ServiceStatus(name, "unavailable", "n/a",
-                                         detail=spec.unavailable if spec else NOT_HERE))
-                continue
-            info = infos.get(name)
-            url = spec.url
-            if info is None:
-                out.append(ServiceStatus(name, "missing", "n/a", url))
-                continue
-            state = _STATES.get(info["statename"], info["statename"].lower())
-            if spec.oneshot:
-                code = info.get("exitstatus", 0)
-                detail = f"exit {code}" if state == "exited" else ""
-                out.append(ServiceStatus(name, state, "n/a", url, detail))
-                continue
-            health = "none"  # also for a running service that declares no check
-            if state == "running" and spec.probe_port is not None:
-                health = "healthy" if lp.probe(spec, self.settings, self.lab) else "unhealthy"
-            elif state == "starting":
-                health = "starting"
-            pids = info.get("pids") or []
-            detail = (f"pid {pids[0]}" if len(pids) == 1 else
-                      f"{len(pids)} replicas, pids {', '.join(map(str, pids))}" if pids else "")
-            out.append(ServiceStatus(name, state, health, url, detail))
-        return out
+        return [self._status_of(name, infos.get(name)) for name in self.plan.services]
 
-    def logs(self, service: str, follow: bool = False, tail: int | None = 100) -> None:
+    def _status_of(self, name: str, info: dict | None) -> ServiceStatus:
+        spec = self.plan.by_name.get(name)
+        if spec is None or spec.unavailable:
+            return ServiceStatus(name, ServiceState.UNAVAILABLE, Health.NOT_APPLICABLE,
+                                 detail=spec.unavailable if spec else NOT_HERE)
+        url = spec.url
+        if info is None:
+            return ServiceStatus(name, ServiceState.MISSING, Health.NOT_APPLICABLE, url)
+        state = _STATES.get(info["statename"], ServiceState.MISSING)
+        pids = info.get("pids") or []
+        if state is ServiceState.RUNNING and pids and all(_stopped(pid) for pid in pids):
+            state = ServiceState.PAUSED
+        if spec.oneshot:
+            code = info.get("exitstatus", 0)
+            detail = f"exit {code}" if state is ServiceState.EXITED else ""
+            return ServiceStatus(name, state, Health.NOT_APPLICABLE, url, detail)
+        health = Health.NONE  # also for a running service that declares no check
+        if state is ServiceState.RUNNING and spec.probe_port is not None:
+            healthy = lp.probe(spec, self.settings, self.lab)
+            health = Health.HEALTHY if healthy else Health.UNHEALTHY
+        elif state is ServiceState.STARTING:
+            health = Health.STARTING
+        elif state is ServiceState.PAUSED:
+            health = Health.UNHEALTHY
+        detail = (f"pid {pids[0]}" if len(pids) == 1 else
+                  f"{len(pids)} replicas, pids {', '.join(map(str, pids))}" if pids else "")
+        return ServiceStatus(name, state, health, url, detail)
+
+    def logs(self, service: str, follow: bool = False, tail: int | None = 100,
+             out: TextIO | None = None) -> None:
+        out = out or sys.stdout
         spec = self.plan.by_name.get(service)
         if spec is None:
             raise TradelabError(f"unknown service {service!r}: one of "
@@ -165,65 +198,87 @@ class LocalRuntime:
                                 f"{self.supervisor.logs_dir}): start it with `tradelab up`")
         for path in paths:
             if len(paths) > 1:  # replicas: one section per process, as tail(1) does
-                sys.stdout.write(f"==> {path.name} <==\n")
-            sys.stdout.writelines(tail_lines(path, tail))
-        sys.stdout.flush()
+                out.write(f"==> {path.name} <==\n")
+            out.writelines(tail_lines(path, tail))
+        out.flush()
         if follow:
-            _follow(paths)
+            _follow(paths, out)
 
-    def doctor(self) -> list[dict]:
-        """Checks a person can act on: supervisor, PostgreSQL binaries, ports, binaries.
-
-        Each check is {"check", "ok", "detail"}; ok None is a note (e.g. Grafana here).
-        """
-        checks: list[dict] = []
+    def probes(self) -> list[Check]:
+        """supervisor importable, PostgreSQL's server binaries, and a note for each service
+        that cannot run here (Grafana, Loki: never imitated)."""
+        checks: list[Check] = []
         try:
             import supervisor  # noqa: F401
 
-            checks.append({"check": "supervisor", "ok": True, "detail": "supervisord importable"})
+            checks.append(Check("supervisor", True, "supervisord importable"))
         except ImportError:
-            checks.append({"check": "supervisor", "ok": False,
-                           "detail": "the `supervisor` package is missing: pip install supervisor"})
+            checks.append(Check("supervisor", False,
+                                "the `supervisor` package is missing: pip install supervisor"))
         try:
             plan = self.plan
         except TradelabError as exc:  # no PostgreSQL binaries
-            return checks + [{"check": "postgresql", "ok": False, "detail": str(exc)}]
+            return checks + [Check("postgresql", False, str(exc))]
         cluster = plan.cluster
-        checks.append({"check": "postgresql", "ok": True,
-                       "detail": f"server binaries in {cluster.bindir}; data in {cluster.data_dir}"
-                                 + (f" (runs as {cluster.user})" if cluster.user else "")})
-        running = {n for n, i in self.supervisor.process_info().items()
-                   if i["statename"] == "RUNNING"}
-        for name, spec in plan.by_name.items():
-            if spec.unavailable:
-                checks.append({"check": name, "ok": None, "detail": spec.unavailable})
-                continue
-            for port, key in spec.ports:
-                try:
-                    free = name in running or self._check_ports_of([(port, key)]) is None
-                    detail = f"{key} for {name}" + (" (this lab)" if name in running else "")
-                except TradelabError as exc:
-                    free, detail = False, str(exc)
-                checks.append({"check": f"port {port}", "ok": free, "detail": detail})
+        checks.append(Check("postgresql", True,
+                            f"server binaries in {cluster.bindir}; data in {cluster.data_dir}"
+                            + (f" (runs as {cluster.user})" if cluster.user else "")))
+        checks.extend(Check(name, None, spec.unavailable)
+                      for name, spec in plan.by_name.items() if spec.unavailable)
         return checks
 
-    # -- runtime faults ----------------------------------------------------------------
+    # -- primitives ----------------------------------------------------------------------
+    def inspect(self, service: str) -> ServiceStatus:
+        self._spec(service)
+        return self._status_of(service, self.supervisor.process_info().get(service))
+
+    def create(self, service: str) -> None:
+        """supervisord takes the program in (replacing it when its spec changed); started."""
+        self._rpc_on(service, lambda rpc: self.supervisor.write_config(self.plan.programs()))
+        self.supervisor.apply_config()
+        self._start_in_order([service], deadline=time.monotonic() + 120)
+
     def stop(self, service: str) -> None:
         self._rpc_on(service, lambda rpc: rpc.stopProcessGroup(service, True))
 
     def start(self, service: str) -> None:
         self._rpc_on(service, lambda rpc: rpc.startProcessGroup(service, True))
 
+    def restart(self, service: str) -> None:
+        """Stopped and started again by supervisord (a paused one is woken first, or it
+        could not hear the stop signal)."""
+        if self.inspect(service).state is ServiceState.PAUSED:
+            self.unpause(service)
+        self.stop(service)
+        self.start(service)
+
     def kill(self, service: str) -> None:
         """SIGKILL the program's whole process group, as a crashed container would be;
         supervisord sees an unexpected exit and restarts it."""
-        def kill(_rpc):
-            pids = self.supervisor.process_info().get(service, {}).get("pids")
-            if not pids:
-                raise TradelabError(f"{service} is not running: nothing to kill")
-            for pid in pids:
-                os.killpg(pid, signal.SIGKILL)  # supervisord makes each its own group
-        self._rpc_on(service, kill)
+        self._signal_group(service, signal.SIGKILL, "kill")
+
+    def pause(self, service: str) -> None:
+        """SIGSTOP to the program's whole process group (gunicorn's workers too): alive,
+        answering nothing. supervisord does not see a stopped child; it keeps it."""
+        self._signal_group(service, signal.SIGSTOP, "pause")
+
+    def unpause(self, service: str) -> None:
+        self._signal_group(service, signal.SIGCONT, "unpause")
+
+    def exec(self, service: str, argv: list[str]) -> ExecResult:
+        """Run `argv` beside the service: its environment and working directory."""
+        program = self._spec(service).program
+        if program is None:
+            raise unsupported(self.kind, "exec in", service)
+        try:
+            done = subprocess.run(argv, env={**os.environ, **program.env}, cwd=program.directory,
+                                  capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise TradelabError(f"cannot run {argv[0]} beside {service}: {exc}") from None
+        return ExecResult(done.returncode, done.stdout + done.stderr)
+
+    def health(self, service: str) -> Health:
+        return self.inspect(service).health
 
     def scale(self, service: str, replicas: int) -> None:
         """Run `replicas` processes of `service` (Locust workers) until the next `up`,
@@ -240,9 +295,25 @@ class LocalRuntime:
         self._start_in_order([service], deadline=time.monotonic() + 120)
 
     # -- internals -------------------------------------------------------------------
-    def _rpc_on(self, service: str, action) -> None:
+    def _spec(self, service: str) -> lp.LocalService:
         spec = self.plan.by_name.get(service)
-        if spec is None or spec.unavailable:
+        if spec is None:
+            raise TradelabError(f"unknown service {service!r}: one of "
+                                f"{', '.join(self.plan.services)}")
+        return spec
+
+    def _signal_group(self, service: str, signum: int, verb: str) -> None:
+        def send(_rpc) -> None:
+            pids = self.supervisor.process_info().get(service, {}).get("pids")
+            if not pids:
+                raise TradelabError(f"{service} is not running: nothing to {verb}")
+            for pid in pids:
+                os.killpg(pid, signum)  # supervisord makes each program its own group
+        self._rpc_on(service, send)
+
+    def _rpc_on(self, service: str, action) -> None:
+        spec = self._spec(service)
+        if spec.unavailable:
             raise TradelabError(f"{service} is not a service of the local lab")
         if not self.supervisor.running():
             raise TradelabError("the local lab is not running: start it with `tradelab up`")
@@ -264,33 +335,10 @@ class LocalRuntime:
                 todo.append(name)
         return todo
 
-    def _check_ports(self, names: list[str]) -> None:
-        owner: dict[int, tuple[str, str]] = {}  # two settings with one value: say so first
-        for name in names:
-            for port, key in self.plan.by_name[name].ports:
-                other, other_key = owner.setdefault(port, (name, key))
-                if other != name:
-                    keys = f" ({other_key} = {key})" if other_key != key else ""
-                    raise TradelabError(
-                        f"{other} and {name} would both listen on port {port}{keys}: "
-                        "give each its own port in tradelab.yaml")
-        for name in names:
-            self._check_ports_of(self.plan.by_name[name].ports)
-
-    @staticmethod
-    def _check_ports_of(ports: list[tuple[int, str]]) -> None:
-        """A one-line TradelabError naming the first port something else listens on."""
-        for port, key in ports:
-            if not port_free(lp.HOST, port):
-                fix = (f"free it or set {key} in tradelab.yaml" if key.startswith("ports.")
-                       else "free it")
-                raise TradelabError(f"port {port} ({key}) is already in use: {fix}")
-
     def _prepare_files(self, wanted: list[str], running: bool = False) -> None:
         """Directories, rendered configs and (first time) the database cluster."""
         for d in self.plan.directories:
             d.mkdir(parents=True, exist_ok=True)
-        lp.render_configs(self.settings, self.lab, self.plan.stack, wanted)
         if "postgres" in wanted and not running:
             postgres_data_dir(self.lab, create=True)
             cluster = self.plan.cluster
@@ -355,15 +403,6 @@ class LocalRuntime:
         return TradelabError(f"{message}; last log lines of {path}:{tail}" if lines
                              else f"{message}; no output in {path}")
 
-    def _stop_orphans(self) -> None:
-        """Programs left by a supervisord that was killed hold the lab's ports: a new `up`
-        stops them as `down` would, instead of calling its own ports taken."""
-        session = self.supervisor.recorded_pid()
-        if (session is not None and self.supervisor.pid() is None
-                and session_processes(session)):
-            self.echo("supervisord of this lab's last run is gone: stopping what it left")
-            self._stop_all()
-
     def _stop_all(self, quiet: bool = False) -> None:
         """supervisord stops its programs; then nothing of its session may remain."""
         session = self.supervisor.recorded_pid()
@@ -392,9 +431,19 @@ class LocalRuntime:
         self.supervisor.pid_file.unlink(missing_ok=True)
 
 
-_STATES = {"RUNNING": "running", "STARTING": "starting", "BACKOFF": "starting",
-           "STOPPED": "stopped", "STOPPING": "stopping", "EXITED": "exited",
-           "FATAL": "exited", "UNKNOWN": "missing"}
+_STATES = {"RUNNING": ServiceState.RUNNING, "STARTING": ServiceState.STARTING,
+           "BACKOFF": ServiceState.STARTING, "STOPPED": ServiceState.STOPPED,
+           "STOPPING": ServiceState.STOPPING, "EXITED": ServiceState.EXITED,
+           "FATAL": ServiceState.EXITED, "UNKNOWN": ServiceState.MISSING}
+
+
+def _stopped(pid: int) -> bool:
+    """True while `pid` is stopped by a signal (SIGSTOP: paused)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "T"
+    except (OSError, IndexError):
+        return False
 
 
 def session_processes(session_id: int) -> list[int]:
@@ -432,7 +481,7 @@ def tail_lines(path: Path, n: int | None) -> list[str]:
     return lines[-n:] if n else []
 
 
-def _follow(paths: list[Path]) -> None:
+def _follow(paths: list[Path], out: TextIO) -> None:
     """Print what is appended to `paths` until interrupted; reopen a file when rotated."""
     files = {}
     for path in paths:
@@ -446,8 +495,8 @@ def _follow(paths: list[Path]) -> None:
                 chunk = f.read()
                 if chunk:
                     quiet = False
-                    sys.stdout.write(chunk.decode(errors="replace"))
-                    sys.stdout.flush()
+                    out.write(chunk.decode(errors="replace"))
+                    out.flush()
                     continue
                 try:
                     st = os.stat(path)

@@ -30,7 +30,7 @@ from tradelab.runtimes.supervisor import Program
 from tradelab.stack import DB_NAME, Service, build_stack
 
 HOST = "127.0.0.1"
-__all__ = ["DB_NAME", "HOST", "Plan", "build_plan", "probe", "render_configs"]
+__all__ = ["DB_NAME", "HOST", "Plan", "build_plan", "probe"]
 
 
 # Binaries tried in order; Debian names Alertmanager `prometheus-alertmanager`.
@@ -165,10 +165,8 @@ def _url(name: str, svc: Service, stack) -> str | None:
 
 def _port_key(settings, port: int, service: str, port_name: str) -> str:
     """The setting that chooses this port, for error messages ("ports.api")."""
-    for key, value in settings.ports:
-        if value == port:
-            return f"ports.{key}"
-    return f"{service}'s fixed {port_name} port"
+    keys = settings.port_keys(port)
+    return keys[0] if keys else f"{service}'s fixed {port_name} port"
 
 
 def _program(name: str, svc: Service, lab, position: int, multiproc: Path,
@@ -235,14 +233,6 @@ def _environment(svc: Service) -> dict[str, str]:
             netloc = f"{parts.username}:{password}@{parts.netloc.split('@', 1)[1]}"
             env["TRADELAB_DATABASE_URL"] = urlunsplit(parts._replace(netloc=netloc))
     return env
-
-
-def render_configs(settings, lab, stack, names: list[str]) -> None:
-    """Write the configs Prometheus and Alertmanager read, for the services that run
-    (the local Stack's addresses are 127.0.0.1; its config paths name the rendered tree)."""
-    from tradelab.render import render
-
-    render(settings, lab, out=stack.rendered_dir, runtime="local", stack=stack.subset(names))
 
 
 # Health checks go straight to 127.0.0.1, whatever HTTP_PROXY says.
