@@ -249,6 +249,8 @@ def test_a_fill_outside_its_limit_is_named(run, side, fill):
               " AND event <> 'received'", (key,))
     report = run.verify()
     assert kinds(report) == {"outside_limit": {key}}, report.violations
+    if fill is not None:
+        assert f"filled at {fill} " in report.violations[0].detail
     # At the limit itself is a fair fill.
     if fill is not None:
         run.admin("UPDATE trades SET fill_price = 150 WHERE client_order_id = %s", (key,))

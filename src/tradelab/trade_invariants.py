@@ -111,9 +111,9 @@ def fill_problem(trade: Mapping[str, Any]) -> str | None:
     if limit is None:
         return None
     if trade["side"] == "BUY" and fill > limit:
-        return f"BUY filled at {fill} above its limit {limit}"
+        return f"BUY filled at {float(fill)!r} above its limit {float(limit)!r}"
     if trade["side"] == "SELL" and fill < limit:
-        return f"SELL filled at {fill} below its limit {limit}"
+        return f"SELL filled at {float(fill)!r} below its limit {float(limit)!r}"
     return None
 
 
