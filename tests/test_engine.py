@@ -322,3 +322,65 @@ def test_engine_process_survives_database_outage_and_stops_on_sigterm(db, chaos_
     outcomes = [e for e in events if e["event"] in ("filled", "rejected", "failed")]
     assert outcomes and all(e["service"] == "engine" and e["trade_id"] and e["client_order_id"]
                             and e["reason"] for e in outcomes)
+
+
+# -- a database that stops answering -----------------------------------------------------------
+
+def test_engine_work_on_a_frozen_database_ends_in_bounded_time(db, chaos_file, tmp_path):
+    """The server process of the engine's connection is stopped (SIGSTOP: what a paused
+    container or a partition looks like to the client: no answer, no error). The engine's
+    batch must fail within its bound, show the wait in tradelab_engine_db_busy_seconds
+    meanwhile, then carry on once the server answers again."""
+    s = settings(**{"engine.order_rate": 0})
+    engine = make_engine(s, db.app_url, chaos_file, tmp_path, db_work_limit_s=2.0)
+    engine.refresh_gauges()  # connected
+    (pid,) = query(db.admin_url, "SELECT pid FROM pg_stat_activity"
+                                 " WHERE application_name = 'tradelab-engine'"
+                                 " AND datname = current_database()")[0]
+    failures = []
+
+    def batch():
+        try:
+            engine.process_batch()
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            failures.append(exc)
+
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        worker = threading.Thread(target=batch, daemon=True)
+        worker.start()
+        seen = []
+
+        def busy_shows():
+            seen.append(engine.metrics.registry.get_sample_value(
+                "tradelab_engine_db_busy_seconds"))
+            return seen[-1] > 0.5 or not worker.is_alive()
+
+        wait_for(busy_shows, what="the wait to show in tradelab_engine_db_busy_seconds")
+        busy = max(seen)
+        worker.join(timeout=60)
+        assert not worker.is_alive(), "the batch still waits on a frozen database"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert busy > 0.5 and failures, (busy, failures)
+    assert engine.metrics.registry.get_sample_value("tradelab_db_up") == 0
+    assert engine.metrics.registry.get_sample_value("tradelab_engine_db_busy_seconds") == 0
+    assert engine.process_batch() == 0  # a fresh connection
+    assert engine.metrics.registry.get_sample_value("tradelab_db_up") == 1
+    engine.close()
+
+
+def test_the_engine_session_bounds_its_statements_and_lock_waits(db, chaos_file, tmp_path):
+    engine = make_engine(settings(), db.app_url, chaos_file, tmp_path)
+    engine.refresh_gauges()
+    rows = query(db.admin_url, "SELECT name, setting FROM pg_settings WHERE name IN"
+                 " ('statement_timeout', 'lock_timeout', 'idle_in_transaction_session_timeout')")
+    own = dict(engine._conn.execute(
+        "SELECT name, setting FROM pg_settings WHERE name IN ('statement_timeout',"
+        " 'lock_timeout', 'idle_in_transaction_session_timeout')").fetchall())
+    engine._conn.rollback()
+    assert dict(rows) != own
+    assert all(int(v) > 0 for v in own.values()), own
+    dsn = engine._conn.info.dsn
+    assert "keepalives=1" in dsn and "tcp_user_timeout=" in dsn, dsn
+    engine.close()

@@ -66,7 +66,8 @@ class Lab:
         return self.on("db-outage", t)
 
     def engine_working(self, t: float) -> bool:
-        return not (self.db_down(t) or self.on("engine-stall", t) or self.on("kill-engine", t))
+        return not (self.db_down(t) or self.on("engine-stall", t) or self.on("kill-engine", t)
+                    or self.on("db-hang", t))
 
     # counters: rates per second ------------------------------------------------------
     def processed(self, status: str, t: float) -> float:
@@ -105,16 +106,21 @@ class Lab:
 
     # gauges -------------------------------------------------------------------------
     def oldest_pending_age(self, t: float) -> float:
-        for fault in ("db-outage", "engine-stall"):
+        for fault in ("db-outage", "engine-stall", "db-hang"):
             if self.on(fault, t):
                 return self.since(fault, t)
         return 0.4
 
     def last_batch(self, t: float) -> float:
-        for fault in ("db-outage", "engine-stall"):
+        for fault in ("db-outage", "engine-stall", "db-hang"):
             if self.on(fault, t):
                 return self.faults[fault][0]
         return t
+
+    def db_busy(self, t: float) -> float:
+        """The engine's current database work: milliseconds, or (db-hang: a call the
+        server never answers and no bound ends) ever longer; db_up stays 1 meanwhile."""
+        return self.since("db-hang", t) if self.on("db-hang", t) else 0.02
 
     def up(self, job: str, t: float) -> float:
         return 0.0 if self.on(f"kill-{job}", t) or self.on(f"down-{job}", t) else 1.0
@@ -145,6 +151,7 @@ def series(lab: Lab, duration: float, step: float) -> list[dict[str, str]]:
             lab.oldest_pending_age,
         'tradelab_engine_last_batch_timestamp_seconds{job="engine",instance="engine:9101"}':
             lab.last_batch,
+        'tradelab_engine_db_busy_seconds{job="engine",instance="engine:9101"}': lab.db_busy,
         'tradelab_db_up{job="api",instance="api:8000"}': lambda t: 0.0 if lab.db_down(t) else 1,
         'tradelab_db_up{job="engine",instance="engine:9101"}':
             lambda t: 0.0 if lab.db_down(t) else 1,
@@ -446,6 +453,22 @@ def test_database_down_pages_and_resolves(rule_files, tmp_path):
         Check(off + minutes(1), [], only="DatabaseDown"),
     ]
     promtool_test(rule_files, lab, off + minutes(3), checks, tmp_path)
+
+
+def test_an_engine_hung_on_the_database_pages_before_it_looks_stalled(rule_files, tmp_path):
+    """A database call nothing ends (the engine's bounds failed): db_up still says 1, so
+    DatabaseDown stays quiet; the wait itself pages, and sooner than EngineNotProcessing."""
+    off = TS + minutes(5)
+    lab = Lab(faults={"db-hang": (TS, off)})
+    hung = alert("EngineDatabaseWaitStuck", "page")
+    checks = [
+        Check(TS + 30, [], only="EngineDatabaseWaitStuck"),
+        Check(TS + minutes(1), [hung], only="EngineDatabaseWaitStuck"),
+        Check(TS + minutes(1), [], only="EngineNotProcessing"),
+        Check(TS + minutes(1), [], only="DatabaseDown"),
+        Check(off + 30, [], only="EngineDatabaseWaitStuck"),
+    ]
+    promtool_test(rule_files, lab, off + minutes(2), checks, tmp_path)
 
 
 def test_killed_service_pages_as_target_down(rule_files, tmp_path):

@@ -30,6 +30,8 @@ log = logging.getLogger("tradelab.api")
 RETRY_AFTER_S = "1"
 PROBE_TIMEOUT_S = 1.0
 STATEMENT_TIMEOUT_MS = 5000
+LOCK_TIMEOUT_MS = 2000  # two requests replaying one client_order_id wait on its row
+IDLE_IN_TRANSACTION_MS = 30_000
 # Chaos latency applies to the business routes, not to probes and scrapes.
 _LATENCY_ENDPOINTS = {"create_trade", "get_trade", "index"}
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
@@ -112,6 +114,8 @@ class ApiState:
     def _open_pool(self):
         from psycopg_pool import ConnectionPool
 
+        from tradelab.db.connect import bounded_session
+
         timeout = self.settings.api.db_timeout_s
         pool = ConnectionPool(
             self.database_url,
@@ -129,7 +133,8 @@ class ApiState:
                 "autocommit": True,
                 "connect_timeout": max(1, round(timeout)),
                 "application_name": "tradelab-api",
-                "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+                **bounded_session(STATEMENT_TIMEOUT_MS, LOCK_TIMEOUT_MS,
+                                  IDLE_IN_TRANSACTION_MS),
             },
             name=f"tradelab-api-{os.getpid()}",
             open=False,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random
 import signal
 import threading
@@ -39,6 +40,14 @@ STATUSES = ("FILLED", "REJECTED", "FAILED")
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 GAUGE_REFRESH_S = 1.0
 MAX_BACKOFF_S = 5.0
+# Bounds on the engine's database work (db/connect.bounded_session): a statement, a lock
+# wait, a session gone quiet inside a transaction (it holds FOR UPDATE row locks), and
+# the whole of one unit of work, which the watchdog ends from the client side when the
+# server cannot (a paused or partitioned server never runs out its statement_timeout).
+STATEMENT_TIMEOUT_MS = 5000
+LOCK_TIMEOUT_MS = 2000
+IDLE_IN_TRANSACTION_MS = 30_000
+DB_WORK_LIMIT_S = 15.0
 FLOW_MAX_PER_TICK = 50  # after a pause, resume the flow instead of flooding the backlog
 
 _PICK = """
@@ -89,6 +98,9 @@ class EngineMetrics:
         self.last_batch = Gauge("tradelab_engine_last_batch_timestamp_seconds",
                                 "Unix time the engine last polled for work successfully",
                                 registry=r)
+        self.db_busy = Gauge("tradelab_engine_db_busy_seconds",
+                             "How long the engine's current database work has run "
+                             "(0 when it waits for none)", registry=r)
         build = Gauge("tradelab_build_info", "tradelab version of this process",
                       ["version", "service"], registry=r)
         build.labels(version=__version__, service="engine").set(1)
@@ -102,7 +114,8 @@ class EngineMetrics:
 class Engine:
     def __init__(self, settings: Any, database_url: str, chaos: ChaosReader | None = None,
                  metrics: EngineMetrics | None = None, rng: random.Random | None = None,
-                 order_rate: float | None = None) -> None:
+                 order_rate: float | None = None,
+                 db_work_limit_s: float = DB_WORK_LIMIT_S) -> None:
         self.settings = settings
         self.url = database_url
         self.chaos = chaos or ChaosReader(None, default_rate=settings.chaos.default_rate)
@@ -114,6 +127,8 @@ class Engine:
         self.batch_size = settings.engine.batch_size
         self._conn = None
         self._db_ok: bool | None = None
+        self._watchdog = DbWatchdog(db_work_limit_s)
+        self.metrics.db_busy.set_function(self._watchdog.busy_s)
         self._flow_due = 0.0
         self._flow_at = time.monotonic()
         self._gauges_at = float("-inf")
@@ -144,6 +159,7 @@ class Engine:
         log.info("engine stopped", extra={"event": "engine_stopped"})
 
     def close(self) -> None:
+        self._watchdog.stop()
         if self._conn is not None:
             try:
                 self._conn.close()
@@ -266,9 +282,14 @@ class Engine:
     def _connection(self):
         import psycopg
 
+        from tradelab.db.connect import bounded_session
+
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.url, connect_timeout=3, autocommit=False,
-                                         application_name="tradelab-engine")
+            self._conn = psycopg.connect(
+                self.url, connect_timeout=3, autocommit=False,
+                application_name="tradelab-engine",
+                **bounded_session(STATEMENT_TIMEOUT_MS, LOCK_TIMEOUT_MS,
+                                  IDLE_IN_TRANSACTION_MS))
         return self._conn
 
     def _mark_db(self, ok: bool, error: BaseException | None = None) -> None:
@@ -287,6 +308,73 @@ class _DbDown(Exception):
     pass
 
 
+class DbWatchdog:
+    """Ends database work that outlives `limit_s`, from the client side.
+
+    While a unit of work runs (`watch(conn)` ... `done()`), a daemon thread checks its
+    age; past the limit it shuts the connection's socket down, so the blocked call
+    fails at once (psycopg.OperationalError) instead of waiting on a server that is
+    paused or cut off, and the engine reports the database down and retries.
+    """
+
+    def __init__(self, limit_s: float, check_every_s: float = 0.25) -> None:
+        self.limit_s = limit_s
+        self.check_every_s = check_every_s
+        self._lock = threading.Lock()
+        self._since: float | None = None
+        self._conn: Any = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def watch(self, conn: Any) -> None:
+        with self._lock:
+            self._since, self._conn = time.monotonic(), conn
+            if self._thread is None or not self._thread.is_alive():
+                self._stop.clear()
+                self._thread = threading.Thread(target=self._run, name="tradelab-db-watchdog",
+                                                daemon=True)
+                self._thread.start()
+
+    def done(self) -> None:
+        with self._lock:
+            self._since, self._conn = None, None
+
+    def busy_s(self) -> float:
+        since = self._since
+        return 0.0 if since is None else time.monotonic() - since
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.check_every_s):
+            with self._lock:
+                overdue = self._since is not None and \
+                    time.monotonic() - self._since > self.limit_s
+                conn = self._conn if overdue else None
+                if overdue:
+                    self._since, self._conn = None, None
+            if conn is not None:
+                _cut(conn, self.limit_s)
+
+
+def _cut(conn: Any, limit_s: float) -> None:
+    import socket
+
+    log.error(f"database work ran past {limit_s:g}s: closing the connection",
+              extra={"event": "db_work_timeout"})
+    try:
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+    except Exception:  # noqa: BLE001 - closed meanwhile: nothing left to end
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
 class _DbScope:
     """Hands out the engine's connection; turns database trouble into _DbDown after
     closing the connection and marking tradelab_db_up."""
@@ -298,14 +386,17 @@ class _DbScope:
         import psycopg
 
         try:
-            return self.engine._connection()
+            conn = self.engine._connection()
         except psycopg.Error as exc:
             self.engine._mark_db(False, exc)
             raise _DbDown(str(exc)) from None
+        self.engine._watchdog.watch(conn)
+        return conn
 
     def __exit__(self, exc_type, exc, tb):
         import psycopg
 
+        self.engine._watchdog.done()
         if exc_type is None:
             self.engine._mark_db(True)
             return False

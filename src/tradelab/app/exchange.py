@@ -124,7 +124,9 @@ class SimulatedExchange:
         if slow is not None and slow.latency_ms:
             latency_ms += slow.latency_ms
 
-        def outcome(status, reason, message, fill=None, latency=latency_ms):
+        def outcome(status, reason, message, fill=None, latency=min(latency_ms, TIMEOUT_MS)):
+            # Never longer than the exchange's timeout: the engine waits this long
+            # inside its transaction, holding the batch's row locks.
             return Outcome(status, reason, message, fill, market, latency / 1000)
 
         errors = chaos.get("exchange-errors")

@@ -112,6 +112,33 @@ def explain(exc: Exception, url: str) -> str:
     return f"database error at {where}: {text}"
 
 
+def bounded_session(statement_timeout_ms: int, lock_timeout_ms: int,
+                    idle_in_transaction_ms: int | None = None,
+                    dead_peer_s: int = 15) -> dict[str, Any]:
+    """libpq connection parameters that bound every wait of a long-lived connection.
+
+    Server side: no statement runs longer than `statement_timeout_ms`, no lock is waited
+    for longer than `lock_timeout_ms`, and (when given) a session that stops talking
+    inside a transaction is ended after `idle_in_transaction_ms`, releasing its locks.
+    Client side: TCP keepalives notice a silent peer on an idle connection, and
+    tcp_user_timeout ends a connection whose sent data stays unacknowledged, both in
+    about `dead_peer_s` seconds (a partition, a host gone without a FIN).
+    """
+    options = [f"-c statement_timeout={int(statement_timeout_ms)}",
+               f"-c lock_timeout={int(lock_timeout_ms)}"]
+    if idle_in_transaction_ms is not None:
+        options.append(f"-c idle_in_transaction_session_timeout={int(idle_in_transaction_ms)}")
+    interval = max(1, dead_peer_s // 5)
+    return {
+        "keepalives": 1,
+        "keepalives_idle": max(1, dead_peer_s - 3 * interval),
+        "keepalives_interval": interval,
+        "keepalives_count": 3,
+        "tcp_user_timeout": dead_peer_s * 1000,
+        "options": " ".join(options),
+    }
+
+
 def connect(url: str, *, connect_timeout: int = 5, **kwargs: Any):
     """A psycopg connection, or a TradelabError that says what to check."""
     import psycopg
