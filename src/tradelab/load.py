@@ -140,13 +140,27 @@ def check_target(host: str) -> None:
     try:
         response = requests.get(url, timeout=5)
     except requests.RequestException as exc:
-        reason = type(exc).__name__ if not str(exc) else str(exc).split(": ")[-1][:120]
         raise TradelabError(
-            f"cannot reach the target {host} ({reason}); start the lab with `tradelab up` "
-            "or point --host at a running tradelab api") from None
+            f"cannot reach the target {host} ({connection_error_reason(exc)}); "
+            "start the lab with `tradelab up` or point --host at a running tradelab api") from None
     if response.status_code != 200:
         raise TradelabError(f"the target {host} is not healthy: GET /healthz answered "
                             f"{response.status_code}; check it with `tradelab status`")
+
+
+def connection_error_reason(exc: Exception) -> str:
+    """The root cause of a requests error in a few words ("[Errno 111] Connection refused"),
+    not the repr chain requests and urllib3 wrap it in."""
+    inner: object = exc
+    while True:  # requests' error -> urllib3's MaxRetryError -> its .reason
+        nested = getattr(inner, "reason", None) or (
+            inner.args[0] if isinstance(inner, Exception) and inner.args
+            and isinstance(inner.args[0], Exception) else None)
+        if nested is None or nested is inner:
+            break
+        inner = nested
+    text = str(inner) or type(inner).__name__
+    return text.rsplit(": ", 1)[-1][:120]
 
 
 # -- local runs ---------------------------------------------------------------------------

@@ -252,8 +252,50 @@ def write_setting(lab: Any, key: str, value: str) -> None:
         Settings.model_validate(_merge(Settings().model_dump(), candidate))
     except ValidationError as exc:
         raise TradelabError(f"invalid setting {key}: {exc.errors()[0]['msg']}") from None
-    lab.config_file.parent.mkdir(parents=True, exist_ok=True)
-    lab.config_file.write_text(yaml.safe_dump(candidate, sort_keys=True))
+    _write_config(lab.config_file, candidate)
+
+
+def unset_setting(lab: Any, key: str) -> bool:
+    """Remove one dotted key from <lab>/tradelab.yaml (back to its default); False when
+    the file did not set it."""
+    defaults = _flatten(Settings().model_dump())
+    is_map_entry = key.split(".")[0] in ("images", "memory") and key.count(".") == 1
+    is_group = any(k.startswith(key + ".") for k in defaults)  # e.g. `ports`: all of them
+    if key not in defaults and not is_map_entry and not is_group:
+        raise TradelabError(f"unknown setting {key!r}: `tradelab config show` lists them")
+    data = _read_yaml(lab.config_file) if lab.config_file.is_file() else {}
+    *parents, last = key.split(".")
+    chain = [data]
+    for part in parents:
+        node = chain[-1].get(part)
+        if not isinstance(node, dict):
+            return False
+        chain.append(node)
+    if last not in chain[-1]:
+        return False
+    del chain[-1][last]
+    for part, parent in zip(reversed(parents), reversed(chain[:-1]), strict=True):
+        if parent[part]:
+            break
+        del parent[part]  # no empty mapping left behind
+    _write_config(lab.config_file, data)
+    return True
+
+
+def _write_config(path: Path, data: dict[str, Any]) -> None:
+    """tradelab.yaml, private (0600) whatever the umask: it may hold a database URL with
+    its password or a webhook URL. Written whole to a new file, then moved into place."""
+    import secrets
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(yaml.safe_dump(data, sort_keys=True))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

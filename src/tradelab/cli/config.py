@@ -1,11 +1,14 @@
-"""`tradelab config show|set|path`: the effective settings and where they come from.
+"""`tradelab config show|set|unset|path`: the effective settings and where they come from.
 
     tradelab config show               # key, value, source (default, file:…, env:…)
     tradelab config show ports --json
-    tradelab config set ports.api 8001 # written to <lab>/tradelab.yaml
+    tradelab config set ports.api 8001 # written to <lab>/tradelab.yaml (mode 0600)
+    tradelab config unset ports.api    # back to the default
     tradelab config path secrets       # where the lab keeps its generated passwords
 
-Passwords in URLs are shown as ***; the secrets themselves stay in <lab>/secrets/.
+Passwords in URLs are shown as *** (by show and set alike); tradelab.yaml is written
+0600, as it may hold a database URL with its password or a webhook URL; the generated
+secrets stay in <lab>/secrets/.
 """
 
 from __future__ import annotations
@@ -68,11 +71,42 @@ def set_cli(
     value: Annotated[str, typer.Argument(help="New value (YAML for numbers and lists).")],
 ) -> None:
     """Write one setting to <lab>/tradelab.yaml, keeping the others."""
-    from tradelab.settings import ENV_PREFIX, write_setting
+    from tradelab.settings import write_setting
 
     lab = lab_from(ctx)
     write_setting(lab, key, value)
-    typer.echo(f"set {key} = {value} in {lab.config_file}")
+    typer.echo(f"set {key} = {_text(_masked(key, value))} in {lab.config_file}")
+    _note_env_override(key)
+
+
+@config_app.command("unset")
+def unset_cli(
+    ctx: typer.Context,
+    key: Annotated[str, typer.Argument(help="Dotted key (or a group, e.g. ports).")],
+) -> None:
+    """Remove one setting from <lab>/tradelab.yaml: it goes back to its default."""
+    from tradelab.settings import unset_setting
+
+    lab = lab_from(ctx)
+    removed = unset_setting(lab, key)
+    default = effective_settings(_defaults(), key)
+    shown = (f" ({_text(default[key]['value']) or 'none'})" if key in default else "")
+    if removed:
+        typer.echo(f"unset {key} in {lab.config_file}: back to the default{shown}")
+    else:
+        typer.echo(f"{key} is not set in {lab.config_file}; it already has the default{shown}")
+    _note_env_override(key)
+
+
+def _defaults() -> Any:
+    from tradelab.settings import load_settings
+
+    return load_settings(None, env={})
+
+
+def _note_env_override(key: str) -> None:
+    from tradelab.settings import ENV_PREFIX
+
     env_name = ENV_PREFIX + key.upper().replace(".", "__")
     if env_name in os.environ:
         typer.echo(f"note: {env_name} is set in the environment and overrides the file")
