@@ -3,12 +3,18 @@
     options = LoadOptions(users=50, duration=60, profile="spike")
     result = run_load(settings, lab, options, on_progress=print)
     result.as_dict()  # {"requests", "failures", "rps", "p50_ms", "p95_ms", "p99_ms", ...}
+    started = start_load(settings, lab, options)  # --detach: returns once the run is on
     load_status(settings, lab); stop_load(settings, lab)
 
 Locust is never imported here: `import locust` monkey-patches the whole process with
 gevent. A local run starts `python -m locust` processes (a master with --autostart and,
 with workers, N `--worker` processes); every run, local or on the lab, is followed and
 summed up through the master's web API (/stats/requests), so both behave alike.
+
+A detached run (`start_load`) is the same run without the follower: the master's own
+run time (-t / the /swarm form's run_time) ends it on time, the Locust processes write
+the ledger themselves, and <lab>/state/load-run.json says what runs where, for `load
+status` and `load stop`.
 """
 
 from __future__ import annotations
@@ -117,11 +123,49 @@ def run_load(settings, lab, options: LoadOptions,
     """Run one load test to its end; locally unless the lab's Locust master should do it."""
     _check_options(options)
     notice = notice or (lambda _msg: None)
-    if not options.host and not options.headless:
-        url = lab_master_url(settings)
-        if _stats(url) is not None:
-            return drive_master(settings, lab, url, options, on_progress, notice)
+    url = _lab_master(settings, options)
+    if url:
+        return drive_master(settings, lab, url, options, on_progress, notice)
     return run_local(settings, lab, options, on_progress, notice)
+
+
+def start_load(settings, lab, options: LoadOptions,
+               notice: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Start a run in the background and return once it runs: on the lab's Locust master
+    when it has one, else as local Locust processes that outlive this process."""
+    _check_options(options)
+    notice = notice or (lambda _msg: None)
+    url = _lab_master(settings, options)
+    if url:
+        run_id = _start_on_master(settings, lab, url, options, notice)
+    else:
+        local = _start_local(settings, lab, options)
+        url, run_id = local.url, local.run_id
+        try:
+            _wait_until_active(url, alive=lambda: local.master.poll() is None)
+        except TradelabError:
+            _stop_processes(local.processes)
+            _run_state_file(lab).unlink(missing_ok=True)
+            raise TradelabError(f"Locust did not start: {_tail(local.master_log)}") from None
+    return load_status(settings, lab) | {"ledger": str(lab.state_dir / "load" / run_id)}
+
+
+def _lab_master(settings, options: LoadOptions) -> str | None:
+    """The lab's Locust master's URL when the run should go there (it answers)."""
+    if options.host or options.headless:
+        return None
+    url = lab_master_url(settings)
+    return url if _stats(url) is not None else None
+
+
+def _wait_until_active(url: str, alive: Callable[[], bool], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while alive() and time.monotonic() < deadline:
+        if (_stats(url) or {}).get("state") in ACTIVE:
+            return
+        time.sleep(0.5)
+    raise TradelabError(f"the load test did not start within {timeout:g}s "
+                        f"(master at {url}); see `tradelab logs locust-master`")
 
 
 def lab_master_url(settings) -> str:
@@ -169,6 +213,40 @@ def run_local(settings, lab, options: LoadOptions,
               on_progress: Callable[[Progress], None] | None = None,
               notice: Callable[[str], None] | None = None) -> LoadResult:
     """Run Locust as child processes against options.host (default: the lab's api)."""
+    local = _start_local(settings, lab, options, follower=os.getpid())
+    try:
+        master = local.master
+        report, interrupted = _follow(local.url, options, on_progress, notice,
+                                      alive=lambda: master.poll() is None,
+                                      deadline=_deadline(options) + 60 * bool(local.workers))
+        if report is None:
+            raise TradelabError(f"Locust did not start: {_tail(local.master_log)}")
+    finally:
+        _stop_processes(local.processes)  # the run state stays: `load status` names it
+    result = result_from_report(report, target=local.host, mode="local", run_id=local.run_id)
+    result.ledger = read_ledger(local.run_dir)
+    result.interrupted = interrupted
+    return result
+
+
+@dataclass
+class _LocalRun:
+    processes: list[subprocess.Popen]
+    url: str
+    host: str
+    run_id: str
+    run_dir: Path
+    master_log: Path
+    workers: int
+
+    @property
+    def master(self) -> subprocess.Popen:
+        return self.processes[0]
+
+
+def _start_local(settings, lab, options: LoadOptions, follower: int | None = None) -> _LocalRun:
+    """Start the Locust processes of one run (in sessions of their own, so they outlive
+    this process when nobody follows them) and record them in the run state."""
     host = (options.host or default_host(settings)).rstrip("/")
     check_target(host)
     _refuse_second_local_run(lab)
@@ -205,21 +283,12 @@ def run_local(settings, lab, options: LoadOptions,
             processes.append(_spawn([*common, "--worker", "--master-host", "127.0.0.1",
                                      "--master-port", str(master_port)],
                                     env, run_dir / f"locust-worker-{n}.log"))
-        _write_local_state(lab, {"pid": processes[0].pid, "url": url, "run_id": run_id,
-                                 "host": host, "pids": [p.pid for p in processes]})
-        master = processes[0]
-        report, interrupted = _follow(url, options, on_progress, notice,
-                                      alive=lambda: master.poll() is None,
-                                      deadline=_deadline(options) + 60 * bool(workers))
-        if report is None:
-            raise TradelabError(f"Locust did not start: {_tail(master_log)}")
-    finally:
+    except BaseException:
         _stop_processes(processes)
-        _local_state_file(lab).unlink(missing_ok=True)
-    result = result_from_report(report, target=host, mode="local", run_id=run_id)
-    result.ledger = read_ledger(run_dir)
-    result.interrupted = interrupted
-    return result
+        raise
+    _write_run_state(lab, options, kind="local", url=url, run_id=run_id, host=host,
+                     pid=processes[0].pid, pids=[p.pid for p in processes], follower=follower)
+    return _LocalRun(processes, url, host, run_id, run_dir, master_log, workers)
 
 
 def _spawn(cmd: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
@@ -243,8 +312,8 @@ def _stop_processes(processes: list[subprocess.Popen]) -> None:
 
 
 def _refuse_second_local_run(lab) -> None:
-    state = _read_local_state(lab)
-    if state and pid_alive(state["pid"]):
+    state = _read_run_state(lab)
+    if state and state["kind"] == "local" and pid_alive(state["pid"]):
         raise TradelabError(f"a load test is already running here (pid {state['pid']}, "
                             f"{state['url']}); stop it with `tradelab load stop`")
 
@@ -255,9 +324,25 @@ def drive_master(settings, lab, url: str, options: LoadOptions,
                  on_progress: Callable[[Progress], None] | None = None,
                  notice: Callable[[str], None] | None = None) -> LoadResult:
     """Start a run on the lab's Locust master (/swarm), follow it, return its stats."""
+    notice = notice or (lambda _msg: None)
+    run_id = _start_on_master(settings, lab, url, options, notice, follower=os.getpid())
+    target = (_read_run_state(lab) or {}).get("host") or f"the api of the master at {url}"
+    report, interrupted = _follow(url, options, on_progress, notice, alive=lambda: True,
+                                  deadline=_deadline(options))
+    if report is None:
+        raise TradelabError(f"the lab's Locust master ({url}) stopped answering")
+    result = result_from_report(report, target=target, mode="lab", run_id=run_id)
+    run_dir = lab.state_dir / "load" / run_id
+    result.ledger = read_ledger(run_dir) if run_dir.is_dir() else None
+    result.interrupted = interrupted
+    return result
+
+
+def _start_on_master(settings, lab, url: str, options: LoadOptions,
+                     notice: Callable[[str], None], follower: int | None = None) -> str:
+    """Start a run on the lab's Locust master (/swarm); its run id."""
     import requests
 
-    notice = notice or (lambda _msg: None)
     report = _stats(url) or {}
     if report.get("state") in UNFINISHED:
         raise TradelabError(f"a load test is already running on the lab's Locust master ({url}); "
@@ -291,16 +376,9 @@ def drive_master(settings, lab, url: str, options: LoadOptions,
     if not picked and options.user_type != "trader":
         notice(f"note: the lab's Locust master cannot switch to the {options.user_type!r} "
                "user (it needs --class-picker); running its own users")
-    report, interrupted = _follow(url, options, on_progress, notice, alive=lambda: True,
-                                  deadline=_deadline(options))
-    if report is None:
-        raise TradelabError(f"the lab's Locust master ({url}) stopped answering")
-    target = answer.get("host") or f"the api of the master at {url}"
-    result = result_from_report(report, target=target, mode="lab", run_id=run_id)
-    run_dir = lab.state_dir / "load" / run_id
-    result.ledger = read_ledger(run_dir) if run_dir.is_dir() else None
-    result.interrupted = interrupted
-    return result
+    _write_run_state(lab, options, kind="lab", url=url, run_id=run_id,
+                     host=answer.get("host") or "", follower=follower)
+    return run_id
 
 
 def _scale_workers(settings, lab, workers: int) -> None:
@@ -448,43 +526,78 @@ def _total_row(report: dict) -> dict:
 # -- status and stop ----------------------------------------------------------------------
 
 def find_master(settings, lab) -> tuple[str, str, dict]:
-    """(kind "local" | "lab", web url, local run's state) of the master that answers."""
-    state = _read_local_state(lab)
-    if state and pid_alive(state["pid"]) and _stats(state["url"]) is not None:
+    """(kind "local" | "lab", web url, the run's state) of the master that answers."""
+    state = _read_run_state(lab) or {}
+    if state.get("kind") == "local" and pid_alive(state["pid"]) \
+            and _stats(state["url"]) is not None:
         return "local", state["url"], state
     url = lab_master_url(settings)
     if _stats(url) is not None:
-        return "lab", url, {}
+        return "lab", url, state if state.get("kind") == "lab" and state["url"] == url else {}
+    if state:
+        ledger = lab.state_dir / "load" / state["run_id"]
+        raise TradelabError(f"no load test is running: the last one (run {state['run_id']}) "
+                            f"has ended, its ledger is {ledger}; start one with `tradelab load`")
     raise TradelabError("no load test is running and the lab has no Locust master: "
                         "start one with `tradelab load`")
 
 
 def load_status(settings, lab) -> dict[str, Any]:
+    """The run on the master that answers: users, rates, failures, run id, time left."""
     kind, url, state = find_master(settings, lab)
     report = _stats(url) or {}
     progress = progress_from(report, 0, 0)
+    elapsed = remaining = None
+    if state:
+        elapsed = max(0.0, time.time() - state["started_at"])
+        running = progress.state in UNFINISHED
+        remaining = max(0.0, state["duration"] - elapsed) if running else 0.0
+        elapsed = min(elapsed, state["duration"]) if not running else elapsed
     return {"master": url, "kind": kind, "state": progress.state, "users": progress.users,
             "workers": progress.workers, "rps": progress.rps, "requests": progress.requests,
             "failures": progress.failures, "fail_ratio": round(report.get("fail_ratio", 0), 6),
             "p95_ms": progress.p95_ms, "run_id": state.get("run_id"),
-            "target": state.get("host")}
+            "target": state.get("host") or None, "peak_users": state.get("users"),
+            "elapsed_s": None if elapsed is None else round(elapsed),
+            "remaining_s": None if remaining is None else round(remaining),
+            "detached": bool(state) and not _following(state)}
+
+
+def _following(state: dict) -> bool:
+    """A `tradelab load` still follows this run (it is not detached)."""
+    return bool(state.get("follower")) and pid_alive(state["follower"])
 
 
 def stop_load(settings, lab) -> dict[str, Any]:
-    """Stop the running test; a local master left behind by a vanished `tradelab load` too."""
+    """Stop the running test; a local run nobody follows (detached, or its `tradelab load`
+    gone) is ended here, once its users have finished the request in flight."""
     kind, url, state = find_master(settings, lab)
     _post(url, "/stop")
+    _wait_until_stopped(url)
     if kind == "local":
-        # The `tradelab load` that started it collects the stats and ends it; if that
-        # process is gone, the master would linger, so end it after a short grace.
-        deadline = time.monotonic() + AUTOQUIT_S
-        while pid_alive(state["pid"]) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        for pid in state.get("pids", [state["pid"]]):
-            if pid_alive(pid):
-                os.kill(pid, signal.SIGTERM)
-        _local_state_file(lab).unlink(missing_ok=True)
-    return {"master": url, "kind": kind, "stopped": True}
+        if _following(state):
+            # The `tradelab load` that started it collects the stats and ends it.
+            deadline = time.monotonic() + AUTOQUIT_S
+            while pid_alive(state["pid"]) and time.monotonic() < deadline:
+                time.sleep(0.5)
+        pids = [pid for pid in state.get("pids", [state["pid"]]) if _is_locust(pid)]
+        for pid in pids:  # the master first: it tells its workers to quit
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while any(pid_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.3)
+    return {"master": url, "kind": kind, "stopped": True, "run_id": state.get("run_id"),
+            "ledger": str(lab.state_dir / "load" / state["run_id"]) if state else None}
+
+
+def _wait_until_stopped(url: str, timeout: float = 20) -> None:
+    """Until the master's users have finished their request in flight (--stop-timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        report = _stats(url)
+        if report is None or report.get("state") not in UNFINISHED:
+            return
+        time.sleep(0.5)
 
 
 # -- small helpers ------------------------------------------------------------------------
@@ -527,21 +640,36 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _local_state_file(lab) -> Path:
-    return lab.state_dir / "load-local.json"
+def _run_state_file(lab) -> Path:
+    return lab.state_dir / "load-run.json"
 
 
-def _write_local_state(lab, state: dict) -> None:
+def _write_run_state(lab, options: LoadOptions, **run: Any) -> None:
+    """What runs where, for `load status` / `load stop` (follower: the pid of the
+    `tradelab load` that follows the run, None when detached)."""
+    state = {**run, "started_at": time.time(), "duration": options.duration,
+             "users": options.users}
     from tradelab.files import write_atomic
 
-    write_atomic(_local_state_file(lab), json.dumps(state))
+    write_atomic(_run_state_file(lab), json.dumps(state))
 
 
-def _read_local_state(lab) -> dict | None:
+def _read_run_state(lab) -> dict | None:
     try:
-        return json.loads(_local_state_file(lab).read_text())
+        state = json.loads(_run_state_file(lab).read_text())
     except (OSError, ValueError):
         return None
+    return state if isinstance(state, dict) and {"kind", "url", "run_id"} <= set(state) \
+        else None
+
+
+def _is_locust(pid: int) -> bool:
+    """A live Locust process: a recorded pid is signalled only while it still is one."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"locust" in f.read() and pid_alive(pid)
+    except OSError:
+        return False
 
 
 def _tail(path: Path, lines: int = 3) -> str:

@@ -1,9 +1,10 @@
 """`tradelab load`: trading load from Locust, with live progress and a summary.
 
     tradelab load --users 50 --duration 1m               # the lab's Locust master, or locally
+    tradelab load --users 50 --detach                    # in the background; returns at once
     tradelab load --profile market-open --duration 10m --workers 2
     tradelab load --host http://127.0.0.1:8000 --json    # locally, against that api
-    tradelab load status | tradelab load stop
+    tradelab load status [--json] | tradelab load stop   # the running (or detached) test
 
 The commands only read options; tradelab.load does the work. Locust is never imported
 in this process (see tradelab.load).
@@ -53,19 +54,32 @@ def load_cli(
     fail_ratio: Annotated[float, typer.Option(
         "--fail-ratio", min=0, max=1,
         help="Exit 1 when more than this share of requests failed.")] = 0.01,
+    detach: Annotated[bool, typer.Option(
+        "--detach", "-d", help="Start the run in the background and return at once; "
+        "follow it with `tradelab load status`, end it early with `tradelab load stop`.",
+    )] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Run a load test to its end: live progress on stderr, then a summary."""
+    """Run a load test to its end (live progress on stderr, then a summary), or start it
+    in the background with --detach."""
     if ctx.invoked_subcommand is not None:
         return
     from tradelab.durations import parse_duration
-    from tradelab.load import LoadOptions, run_load
+    from tradelab.load import LoadOptions, run_load, start_load
 
     options = LoadOptions(users=users, spawn_rate=spawn_rate,
                           duration=parse_duration(duration, what="--duration"),
                           profile=profile, user_type=user_type, workers=workers, host=host,
                           headless=headless, fail_ratio=fail_ratio)
     lab = lab_from(ctx).ensure()
+    if detach:
+        started = start_load(settings_from(ctx), lab, options,
+                             notice=lambda message: typer.echo(message, err=True))
+        if as_json:
+            print_json(started)
+        else:
+            _print_started(started, options)
+        return
     line = _ProgressLine()
     try:
         result = run_load(settings_from(ctx), lab, options, on_progress=line.show,
@@ -96,9 +110,15 @@ def status_cli(
     if as_json:
         print_json(status)
         return
-    for key, value in status.items():
-        if value is not None:
-            typer.echo(f"{key + ':':<12}{value}")
+    from tradelab.durations import format_duration
+
+    shown = dict(status)
+    for key in ("elapsed_s", "remaining_s"):
+        if shown.get(key) is not None:
+            shown[key.removesuffix("_s")] = format_duration(shown.pop(key))
+    for key, value in shown.items():
+        if value is not None and key not in ("elapsed_s", "remaining_s"):
+            typer.echo(f"{key + ':':<13}{value}")
 
 
 @load_app.command("stop")
@@ -107,7 +127,10 @@ def stop_cli(ctx: typer.Context) -> None:
     from tradelab.load import stop_load
 
     stopped = stop_load(settings_from(ctx), lab_from(ctx))
-    typer.echo(f"stopped the load test on {stopped['master']} ({stopped['kind']})")
+    run = f" {stopped['run_id']}" if stopped["run_id"] else ""
+    typer.echo(f"stopped the load test{run} on {stopped['master']} ({stopped['kind']})")
+    if stopped["ledger"]:
+        typer.echo(f"ledger: {stopped['ledger']}")
 
 
 class _ProgressLine:
@@ -143,6 +166,19 @@ class _ProgressLine:
         if self.open:
             sys.stderr.write("\n")
             self.open = False
+
+
+def _print_started(started: dict, options) -> None:
+    from tradelab.durations import format_duration
+
+    where = ("the lab's Locust master" if started["kind"] == "lab"
+             else "local Locust processes")
+    target = f" against {started['target']}" if started.get("target") else ""
+    typer.echo(f"load test {started['run_id']} runs in the background on {where} "
+               f"({started['master']}): {options.users} users for "
+               f"{format_duration(options.duration)}{target}")
+    typer.echo(f"ledger: {started['ledger']}")
+    typer.echo("follow it: tradelab load status   end it early: tradelab load stop")
 
 
 def _print_summary(result) -> None:
