@@ -121,7 +121,7 @@ def test_master_metrics_are_scraped_by_prometheus_and_stop_ends_the_run(api, lab
          "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     prometheus = None
     try:
-        state_file = home / "state" / "load-local.json"
+        state_file = home / "state" / "load-run.json"
         master = _wait_for(lambda: json.loads(state_file.read_text())["url"], 60,
                            "the local Locust master")
         prometheus, prom_url = _start_prometheus(master, tmp_path)
@@ -151,7 +151,9 @@ def test_master_metrics_are_scraped_by_prometheus_and_stop_ends_the_run(api, lab
         assert run.returncode == 0, err
         summary = json.loads(out)
         assert summary["requests"] > 0 and summary["failures"] == 0
-        assert not state_file.exists()
+        # The run's record stays for `load status`, which says it has ended.
+        ended = CliRunner().invoke(app, ["load", "status"], env=env)
+        assert ended.exit_code == 1 and "the last one (run " in ended.stderr, ended.output
     finally:
         if run.poll() is None:
             run.kill()

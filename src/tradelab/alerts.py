@@ -2,6 +2,7 @@
 
     alerts = firing_alerts(settings)            # [{"alertname", "severity", "summary", ...}]
     alerts = firing_alerts(settings, url="http://127.0.0.1:9093", include_muted=True)
+    add_clearing_times(settings, alerts)        # SLO alerts: "clears": window, rule, seconds
 
 Used by `tradelab alerts` and `tradelab status`. An unreachable Alertmanager raises
 AlertmanagerUnavailable (a TradelabError) with what to do; callers that only
@@ -27,11 +28,9 @@ class AlertmanagerUnavailable(TradelabError):
 
 def alertmanager_url(settings) -> str:
     """Where Alertmanager answers on this machine (its published port)."""
-    host = settings.bind_address
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{settings.ports.alertmanager}"
+    from tradelab.promql import published_url
+
+    return published_url(settings, settings.ports.alertmanager)
 
 
 def firing_alerts(settings, url: str | None = None, include_muted: bool = False,
@@ -71,3 +70,36 @@ def _alert(raw: dict[str, Any]) -> dict[str, Any]:
         "runbook_url": notes.get("runbook_url", ""),
         "labels": labels,
     }
+
+
+def add_clearing_times(settings, alerts: list[dict[str, Any]],
+                       prometheus: str | None = None) -> list[dict[str, Any]]:
+    """Give each firing SLO burn-rate alert a "clears" entry: the rule in words, the
+    window it waits on and about how many seconds after the fault ends it stops firing,
+    from the error ratios Prometheus has now (tradelab.slo_policy). Without Prometheus,
+    the longest it can take (`measured`: False)."""
+    import math
+
+    from tradelab import promql, slo_policy
+
+    url = prometheus or promql.prometheus_url(settings)
+    for alert in alerts:
+        slo = alert["labels"].get("slo")
+        policy = slo_policy.policy_for(alert["severity"])
+        if not slo or policy is None or not hasattr(settings.slo, slo):
+            continue
+        windows = {w for c in policy.clauses for w in (c.long, c.short)}
+        try:
+            ratios = {w: promql.scalar(url, f'tradelab:slo_error_ratio:rate{w}{{slo="{slo}"}}')
+                      for w in windows}
+            bad = promql.scalar(url, f'tradelab:slo_errors:rate{slo_policy.MIN_BAD_WINDOW}'
+                                     f'{{slo="{slo}"}} * '
+                                     f'{slo_policy.parse_duration(slo_policy.MIN_BAD_WINDOW):g}')
+            measured = True
+        except TradelabError:
+            ratios, bad, measured = {w: math.inf for w in windows}, math.inf, False
+        seconds, window = slo_policy.clears_after(policy, ratios, bad,
+                                                  getattr(settings.slo, slo))
+        alert["clears"] = {"rule": slo_policy.describe(policy), "waits_on": window,
+                           "after_fault_s": round(seconds), "measured": measured}
+    return alerts

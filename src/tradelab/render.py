@@ -43,7 +43,9 @@ from typing import Any
 
 import yaml
 
+from tradelab import slo_policy
 from tradelab.const import ALL_SERVICES
+from tradelab.durations import parse_duration
 from tradelab.errors import TradelabError
 from tradelab.files import write_atomic
 from tradelab.stack import APP_IMAGE, BUILD_CONTEXT, SLACK_SECRET, Stack, build_stack
@@ -71,6 +73,8 @@ def environment(loader=None):
     env.filters["to_yaml"] = to_yaml
     env.filters["to_json"] = lambda data: json.dumps(data, indent=2, sort_keys=True)
     env.filters["compose"] = _compose
+    env.filters["seconds"] = lambda text: f"{parse_duration(text):g}"
+    env.globals["slo_policy"] = slo_policy
     return env
 
 

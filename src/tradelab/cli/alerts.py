@@ -1,6 +1,6 @@
 """`tradelab alerts`: what is firing now, with the runbook section for each alert.
 
-    tradelab alerts            # a table: severity, alert, since, summary, runbook
+    tradelab alerts            # a table: severity, alert, since, when it clears, runbook
     tradelab alerts --json     # the list tradelab.alerts.firing_alerts returns
     tradelab alerts --all      # also silenced and inhibited alerts
 """
@@ -21,17 +21,35 @@ def alerts_cli(
         "--all", help="Also silenced and inhibited alerts.")] = False,
 ) -> None:
     """Alerts firing now (from Alertmanager), with their runbook links."""
-    from tradelab.alerts import firing_alerts
+    from tradelab.alerts import add_clearing_times, firing_alerts
 
-    alerts = firing_alerts(settings_from(ctx), include_muted=include_muted)
+    settings = settings_from(ctx)
+    alerts = add_clearing_times(settings, firing_alerts(settings, include_muted=include_muted))
     if as_json:
         print_json(alerts)
         return
     if not alerts:
         typer.echo("no alerts firing")
         return
-    rows = [{**a, "alert": _name(a), "since": a["since"][:19].replace("T", " ")} for a in alerts]
-    print_table(rows, ["severity", "alert", "since", "summary", "runbook_url"])
+    rows = [{**a, "alert": _name(a), "since": a["since"][:19].replace("T", " "),
+             "clears": _clears(a.get("clears"))} for a in alerts]
+    print_table(rows, ["severity", "alert", "since", "clears", "runbook_url"])
+    for alert in alerts:
+        if alert.get("clears"):
+            typer.echo(f"{alert['alertname']}: fires on {alert['clears']['rule']}; it waits on "
+                       f"the {alert['clears']['waits_on']} window to forget the bad events")
+    if any(a.get("clears") for a in alerts):
+        typer.echo("clears: once the fault is gone (as if it ended now), plus about a minute "
+                   "for Prometheus and Alertmanager to send the resolve")
+
+
+def _clears(clears: dict | None) -> str:
+    if not clears:
+        return "when its cause is gone"
+    from tradelab.durations import format_duration
+
+    about = "~" if clears["measured"] else "at most "
+    return f"{about}{format_duration(clears['after_fault_s'])} after ({clears['waits_on']} window)"
 
 
 def _name(alert: dict) -> str:
