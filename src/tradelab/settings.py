@@ -284,18 +284,10 @@ def unset_setting(lab: Any, key: str) -> bool:
 
 def _write_config(path: Path, data: dict[str, Any]) -> None:
     """tradelab.yaml, private (0600) whatever the umask: it may hold a database URL with
-    its password or a webhook URL. Written whole to a new file, then moved into place."""
-    import secrets
+    its password or a webhook URL."""
+    from tradelab.files import write_atomic
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(yaml.safe_dump(data, sort_keys=True))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, yaml.safe_dump(data, sort_keys=True), mode=0o600)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
