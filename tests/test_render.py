@@ -180,6 +180,29 @@ def test_a_planted_manifest_deletes_nothing_the_render_did_not_write(lab, tmp_pa
                 if p.name.endswith(".tmp") and not p.is_symlink()]
 
 
+def test_credentials_a_rendered_file_must_hold_inline_make_it_private(lab, tmp_path):
+    """Local runtime: Debian's Alertmanager 0.25 has no url_file, so the webhook URL is
+    inline and alertmanager.yml is 0600 (amtool still accepts it); a user-set database
+    URL with a password makes the compose file that carries it 0600 too."""
+    hook = "http://127.0.0.1:9/hook?token=s3cret"
+    out = rendered(lab, tmp_path / "local", runtime="local",
+                   env={"TRADELAB_ALERTING__WEBHOOK_URL": hook})
+    am = out / "alertmanager" / "alertmanager.yml"
+    assert hook in am.read_text()
+    assert am.stat().st_mode & 0o777 == 0o600
+    assert (out / "prometheus" / "prometheus.yml").stat().st_mode & 0o777 == 0o644
+    if shutil.which("amtool"):
+        check = subprocess.run(["amtool", "check-config", str(am)], capture_output=True,
+                               text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+    url = "postgresql://me:pw-s3cret@db.example:5432/trades"
+    out = rendered(lab, tmp_path / "docker", env={"TRADELAB_DATABASE_URL": url})
+    files = {p: p.read_text() for p in out.rglob("*") if p.is_file()}
+    for path, text in files.items():
+        if "pw-s3cret" in text:
+            assert path.stat().st_mode & 0o777 == 0o600, path
+
+
 def test_default_output_is_the_labs_rendered_dir(lab):
     render(load_settings(lab, env={}), lab)
     assert (lab.rendered_dir / "docker-compose.yml").is_file()

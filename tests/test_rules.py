@@ -306,7 +306,15 @@ def test_alertmanager_config_is_valid(tmp_path, alerting):
 
     render(Settings(alerting=alerting), LabDir(tmp_path / "lab"), tmp_path / "out")
     path = tmp_path / "out" / "alertmanager" / "alertmanager.yml"
-    result = subprocess.run(["amtool", "check-config", str(path)], capture_output=True, text=True)
+    checked = path
+    if "webhook_url" in alerting:
+        # Debian's amtool (0.25) predates webhook url_file, which the pinned image (0.28)
+        # reads: check the same config with the URL inline, as that version would need it.
+        checked = tmp_path / "as-0.25.yml"
+        checked.write_text(path.read_text().replace(
+            'url_file: "/run/secrets/alert_webhook_url"', f"url: {alerting['webhook_url']}"))
+    result = subprocess.run(["amtool", "check-config", str(checked)], capture_output=True,
+                            text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     config = yaml.safe_load(path.read_text())
     routes = {r["matchers"][0]: r["receiver"] for r in config["route"]["routes"]}
@@ -316,8 +324,12 @@ def test_alertmanager_config_is_valid(tmp_path, alerting):
         return
     assert routes == {'severity="page"': "page", 'severity="ticket"': "ticket"}
     page = receivers["page"]
-    if "webhook_url" in alerting:
-        assert page["webhook_configs"][0]["url"] == alerting["webhook_url"]
+    if "webhook_url" in alerting:  # a credential too (it may carry a token)
+        assert page["webhook_configs"][0]["url_file"] == "/run/secrets/alert_webhook_url"
+        secret = tmp_path / "lab" / "secrets" / "alert_webhook_url"
+        assert secret.read_text().strip() == alerting["webhook_url"]
+        assert secret.stat().st_mode & 0o777 == 0o600
+        assert alerting["webhook_url"] not in path.read_text()
     else:  # the webhook URL is a credential: read from a 0600 lab secret, never inline
         secret = tmp_path / "lab" / "secrets" / "slack_webhook_url"
         assert secret.read_text().strip() == alerting["slack_webhook_url"]

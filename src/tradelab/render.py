@@ -48,7 +48,14 @@ from tradelab.const import ALL_SERVICES
 from tradelab.durations import parse_duration
 from tradelab.errors import TradelabError
 from tradelab.files import write_atomic
-from tradelab.stack import APP_IMAGE, BUILD_CONTEXT, SLACK_SECRET, Stack, build_stack
+from tradelab.stack import (
+    APP_IMAGE,
+    BUILD_CONTEXT,
+    SLACK_SECRET,
+    WEBHOOK_SECRET,
+    Stack,
+    build_stack,
+)
 
 MANIFEST = ".tradelab-rendered"
 VENDOR = "locust-vendor"  # rendered folder of libraries for the Locust containers
@@ -231,9 +238,13 @@ def render(settings, lab, out: Path | None = None, runtime: str = "docker",
     """Write the rendered tree to `out` (default <lab>/rendered); return the files written."""
     stack = stack or build_stack(settings, lab, runtime)
     out = Path(out) if out is not None else stack.rendered_dir
-    if settings.alerting.slack_webhook_url:  # referenced by file, never inline
-        lab.write_secret(SLACK_SECRET, settings.alerting.slack_webhook_url)
+    for name, value in ((SLACK_SECRET, settings.alerting.slack_webhook_url),
+                        (WEBHOOK_SECRET, settings.alerting.webhook_url)):
+        if value and any(s.name == name for svc in stack.services.values()
+                         for s in svc.secrets):
+            lab.write_secret(name, value)  # referenced by file, never inline
     files = render_files(settings, lab, stack)
+    inline = _inline_secrets(settings)
     try:
         if stack.runtime == "docker":  # ready for `docker compose up` too
             stack.prepare_host_folders(writable_only=True)
@@ -243,8 +254,12 @@ def render(settings, lab, out: Path | None = None, runtime: str = "docker",
         for rel, content in files.items():
             path = out / rel
             path.parent.mkdir(parents=True, exist_ok=True)
+            # Read by containers' other users, unless it holds a credential inline.
+            mode = 0o600 if any(v in content for v in inline) else 0o644
             if path.is_symlink() or not path.is_file() or path.read_bytes() != content:
-                write_atomic(path, content, mode=0o644)  # read by containers' other users
+                write_atomic(path, content, mode=mode)
+            elif path.stat().st_mode & 0o777 != mode:
+                path.chmod(mode)
             written.append(path)
         for rel in sorted(set(previous) - set(files)):
             _remove_stale(out, rel, previous[rel])
@@ -254,6 +269,17 @@ def render(settings, lab, out: Path | None = None, runtime: str = "docker",
         raise TradelabError(f"cannot write rendered files to {out}: {exc.strerror or exc}; "
                             "choose another folder with --out") from None
     return written
+
+
+def _inline_secrets(settings) -> list[bytes]:
+    """Credentials a rendered file may still hold verbatim (a tool that cannot read them
+    from a file): any file holding one is written 0600, readable by its owner only."""
+    from tradelab.db.connect import redact
+
+    values = [settings.alerting.webhook_url]
+    if settings.database_url and redact(settings.database_url) != settings.database_url:
+        values.append(settings.database_url)
+    return [v.encode() for v in values if v]
 
 
 def render_stack(stack: Stack, settings, lab, out: Path) -> list[Path]:

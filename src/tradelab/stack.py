@@ -57,6 +57,7 @@ DOCKER_LOG_DIR = "/var/lib/docker/containers"  # json-file logs the log agent ta
 DB_NAME = "tradelab"
 BUILD_CONTEXT = "app-image"  # rendered folder: the app image's build context
 SLACK_SECRET = "slack_webhook_url"  # written from settings.alerting by `render`
+WEBHOOK_SECRET = "alert_webhook_url"  # likewise, where Alertmanager reads url_file
 # Every container logs to json-file with these labels copied into each line ("attrs"),
 # so the log agent can tail the files (no Docker socket) and still know the service.
 LOG_DRIVER = "json-file"
@@ -548,7 +549,12 @@ class _Builder:
             command.append("--cluster.listen-address=")
         # A Slack webhook URL is a credential: Alertmanager reads it from a lab secret
         # (api_url_file), so the rendered config never holds it. `render` writes the file.
-        secrets = ((self._secret(SLACK_SECRET),) if self.s.alerting.slack_webhook_url else ())
+        # So is a webhook URL (it may carry a token) where the Alertmanager reads url_file
+        # (0.26+: the pinned image); Debian's 0.25 (local runtime) cannot, and `render`
+        # makes the config holding it 0600 instead.
+        secrets = tuple(self._secret(name) for name, value in (
+            (SLACK_SECRET, self.s.alerting.slack_webhook_url),
+            (WEBHOOK_SECRET, self.s.alerting.webhook_url if self.docker else None)) if value)
         return Service(
             name="alertmanager", image=self.s.images["alertmanager"],
             entrypoint=None if self.docker else ("alertmanager",), command=tuple(command),
