@@ -52,6 +52,7 @@ from tradelab.stack import (
     APP_IMAGE,
     BUILD_CONTEXT,
     SLACK_SECRET,
+    USER_DB_SECRET,
     WEBHOOK_SECRET,
     Stack,
     build_stack,
@@ -238,8 +239,13 @@ def render(settings, lab, out: Path | None = None, runtime: str = "docker",
     """Write the rendered tree to `out` (default <lab>/rendered); return the files written."""
     stack = stack or build_stack(settings, lab, runtime)
     out = Path(out) if out is not None else stack.rendered_dir
+    from tradelab.db.connect import split_password
+
+    user_db_password = split_password(settings.database_url)[1] if settings.database_url \
+        else None
     for name, value in ((SLACK_SECRET, settings.alerting.slack_webhook_url),
-                        (WEBHOOK_SECRET, settings.alerting.webhook_url)):
+                        (WEBHOOK_SECRET, settings.alerting.webhook_url),
+                        (USER_DB_SECRET, user_db_password)):
         if value and any(s.name == name for svc in stack.services.values()
                          for s in svc.secrets):
             lab.write_secret(name, value)  # referenced by file, never inline

@@ -58,6 +58,7 @@ DB_NAME = "tradelab"
 BUILD_CONTEXT = "app-image"  # rendered folder: the app image's build context
 SLACK_SECRET = "slack_webhook_url"  # written from settings.alerting by `render`
 WEBHOOK_SECRET = "alert_webhook_url"  # likewise, where Alertmanager reads url_file
+USER_DB_SECRET = "user_database_password"  # the password of a user-set database_url
 # Every container logs to json-file with these labels copied into each line ("attrs"),
 # so the log agent can tail the files (no Docker socket) and still know the service.
 LOG_DRIVER = "json-file"
@@ -441,18 +442,25 @@ class _Builder:
                 env["TRADELAB_" + key.upper().replace(".", "__")] = text.removesuffix("\n...")
         return env
 
-    def _database_env(self, role: str, secret: str, port: Port) -> tuple[dict[str, str], Secret]:
-        from tradelab.db.connect import ADMIN_USER, APP_ROLE
+    def _database_env(self, role: str, secret: str,
+                      port: Port) -> tuple[dict[str, str], Secret | None]:
+        from tradelab.db.connect import ADMIN_USER, APP_ROLE, split_password
+        from tradelab.settings import PASSWORD_FILE_ENV
 
         user = {"admin": ADMIN_USER, "app": APP_ROLE}[role]
         host = "postgres" if self.docker else "127.0.0.1"
         sec = self._secret(secret)
         env = {
             "TRADELAB_DATABASE_URL": f"postgresql://{user}@{host}:{port.container}/{DB_NAME}",
-            "TRADELAB_DATABASE_PASSWORD_FILE": sec.target,
+            PASSWORD_FILE_ENV: sec.target,
         }
-        if self.s.database_url and role == "app":  # the user's own database, as given
-            env = {"TRADELAB_DATABASE_URL": self.s.database_url}
+        if self.s.database_url and role == "app":  # the user's own database
+            # Its password, like the lab's, is a file (`render` writes it), never an env var.
+            url, password = split_password(self.s.database_url)
+            if password is None:
+                return {"TRADELAB_DATABASE_URL": url}, None
+            sec = self._secret(USER_DB_SECRET)
+            return {"TRADELAB_DATABASE_URL": url, PASSWORD_FILE_ENV: sec.target}, sec
         return env, sec
 
     def _app(self, name: str, command: tuple[str, ...], **kw) -> Service:
@@ -506,7 +514,7 @@ class _Builder:
         env.update(self._settings_env("api", "symbols", "chaos", "slo"))
         return self._app(
             "api", ("serve", "api", "--bind", self._listen(port)), environment=env,
-            secrets=() if self.s.database_url else (sec,), ports=(port,),
+            secrets=(sec,) if sec else (), ports=(port,),
             healthcheck=self._http_check(port, "/readyz", tool="python"),
             depends_on=(Dependency("migrate", "service_completed_successfully"),),
             metrics=Metrics("http"), web_path="/",
@@ -518,7 +526,7 @@ class _Builder:
         env.update(self._settings_env("engine", "symbols", "chaos"))
         return self._app(
             "engine", ("serve", "engine", "--metrics-bind", self._listen(port)), environment=env,
-            secrets=() if self.s.database_url else (sec,), ports=(port,),
+            secrets=(sec,) if sec else (), ports=(port,),
             healthcheck=self._http_check(port, "/metrics", tool="python"),
             depends_on=(Dependency("migrate", "service_completed_successfully"),),
             metrics=Metrics("metrics"),

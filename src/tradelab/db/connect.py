@@ -80,6 +80,22 @@ def with_role(url: str, user: str, password: str) -> str:
 _PASSWORD_PARAM = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)", re.IGNORECASE)
 
 
+def split_password(url: str) -> tuple[str, str | None]:
+    """(the URL without the password in its user part, that password decoded), or
+    (url, None) when it has none there."""
+    from urllib.parse import unquote
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url, None
+    if parts.password is None:
+        return url, None
+    user, _, host = parts.netloc.rpartition("@")
+    netloc = f"{user.split(':', 1)[0]}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc)), unquote(parts.password)
+
+
 def redact(url: str) -> str:
     """The URL without its password, for messages and logs."""
     url = _PASSWORD_PARAM.sub(r"\1***", url)
