@@ -1,190 +1,145 @@
-"""Orders/s that `tradelab serve api` accepts, against bare Flask+gunicorn doing one INSERT.
+"""Figure 1: durable orders/s of `tradelab serve api` against bare Flask+gunicorn.
 
-    python bench/api_throughput.py                 # 16 clients, 5 rounds of 8 s per target
-    python bench/api_throughput.py --connections 16 --rounds 7 --workers 2 --threads 4
+    python -m bench --only api
 
-Run by hand, not in CI. Starts its own PostgreSQL cluster (a temp dir, real server
-binaries), two migrated databases, the real API (`python -m tradelab serve api`)
-and the baseline (bench/bare_app.py) with the same gunicorn workers/threads and
-pool size, then drives each with wrk (bench/orders.lua: a unique client_order_id
-per request) at the same concurrency, in interleaved rounds, same machine, same run.
-Accepted orders are counted in the database, not taken from wrk's word for it.
-Prints both figures and their ratio (absolute numbers vary by machine; the ratio
-is the figure to compare).
+Two migrated databases on the run's PostgreSQL; the real API (`python -m tradelab
+serve api`) and bench/bare_app.py under gunicorn with the same workers, threads and
+pool size. wrk (bench/orders.lua: a unique client_order_id per request) drives, at
+16 and 64 clients, in interleaved rounds: the API, the bare one-INSERT app and the
+bare app's GET /hello (no database). Accepted orders are counted in the database,
+not taken from wrk's word for it; p50/p99 are wrk's.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import secrets
 import shutil
-import signal
-import socket
-import statistics
 import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-import psycopg
-import requests
+from bench.harness import (
+    HERE,
+    BenchError,
+    Figure,
+    Run,
+    clean_env,
+    free_port,
+    interleaved,
+    median,
+    wait_http,
+)
 
-from tradelab.db.cluster import PostgresCluster
-from tradelab.db.migrate import migrate
+WORKERS, THREADS, POOL = 2, 4, 4
+API, INSERT, HELLO = "tradelab serve api", "bare insert", "bare hello"
 
-HERE = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.RequestException:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not answer in {timeout} s")
-
-
-def database(cluster: PostgresCluster, name: str, app_pw: str) -> str:
-    with psycopg.connect(cluster.url("postgres", cluster.password), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    migrate(cluster.url("postgres", cluster.password, name), app_password=app_pw,
-            operator_password=secrets.token_urlsafe(8))
-    return cluster.url("tradelab_app", app_pw, name)
+LIMITS = """\
+The API does, per order, what the bare app skips: strict pydantic validation, the
+idempotent insert of the trade plus its `received` event, a chaos-state check, the
+multiprocess metrics (a histogram and two counters written to mmap files) and one JSON
+log line. With 2 workers x 4 threads on 2 shared cores the work is CPU-bound in Python
+(GIL per worker), and each order waits for its own COMMIT (one WAL flush per order):
+see "Where the time goes" below for the profile."""
 
 
 def count_trades(url: str) -> int:
+    import psycopg
+
     with psycopg.connect(url) as conn:
         return conn.execute("SELECT count(*) FROM trades").fetchone()[0]
 
 
-def drive(url: str, connections: int, duration: int, tag: str) -> dict:
-    """wrk at `connections` concurrent clients for `duration` s; its JSON summary."""
+def wrk(url: str, connections: int, seconds: int, tag: str, hello: bool = False) -> dict:
+    """wrk at `connections` clients for `seconds`; its WRK_JSON summary."""
     threads = min(connections, os.cpu_count() or 1)
-    out = subprocess.run(
-        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s",
-         "--timeout", "10s", "-s", str(HERE / "orders.lua"), url, "--", tag],
-        capture_output=True, text=True, check=True)
+    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
+           "--timeout", "10s", "-s", str(HERE / "orders.lua"), url, "--", tag]
+    out = subprocess.run(cmd + (["hello"] if hello else []), capture_output=True, text=True,
+                         check=True)
     line = next(x for x in out.stdout.splitlines() if x.startswith("WRK_JSON "))
     return json.loads(line.removeprefix("WRK_JSON "))
 
 
-def measure(name: str, base: str, db_url: str, args, round_: int) -> dict:
-    tag = "".join(c if c.isalnum() else "-" for c in name) + f"-r{round_}"  # in the ids
-    before = count_trades(db_url)
-    result = drive(base, args.connections, args.duration, tag)
-    accepted = count_trades(db_url) - before
-    seconds = result["duration_us"] / 1e6
-    return {"target": name, "accepted": accepted, "seconds": round(seconds, 2),
-            "orders_per_s": round(accepted / seconds, 1), "non_2xx": result["non_2xx"],
-            "socket_errors": result["socket_errors"], "p50_ms": result["p50_ms"],
+def start_servers(run: Run) -> dict[str, tuple[str, str | None]]:
+    """The API and the bare app, ready: {target: (base URL, database URL or None)}."""
+    api_db, bare_db = run.database("bench_api"), run.database("bench_bare")
+    api_port, bare_port = free_port(), free_port()
+    api = run.spawn(
+        [sys.executable, "-m", "tradelab", "serve", "api", "--bind", f"127.0.0.1:{api_port}",
+         "--workers", str(WORKERS), "--threads", str(THREADS)], "api",
+        env=clean_env(TRADELAB_HOME=str(run.root / "lab-api"), TRADELAB_DATABASE_URL=api_db,
+                      TRADELAB_API__DB_POOL_SIZE=str(POOL),
+                      PROMETHEUS_MULTIPROC_DIR=str(run.root / "prom-api")))
+    bare = run.spawn(
+        [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", str(WORKERS), "--threads",
+         str(THREADS), "-b", f"127.0.0.1:{bare_port}", "--access-logfile", "/dev/null",
+         "bare_app:app"], "bare", cwd=HERE,
+        env=clean_env(BENCH_DATABASE_URL=bare_db, BENCH_POOL_SIZE=str(POOL)))
+    wait_http(f"http://127.0.0.1:{api_port}/healthz", api)
+    wait_http(f"http://127.0.0.1:{bare_port}/hello", bare)
+    import requests
+
+    probe = requests.post(f"http://127.0.0.1:{api_port}/trades", timeout=10, json={
+        "client_order_id": "probe", "symbol": "AAPL", "side": "BUY", "quantity": 1})
+    if probe.status_code != 201:
+        raise BenchError(f"the API refused a valid order: {probe.status_code} {probe.text}"
+                         f"\n{run.log_tail('api')}")
+    return {API: (f"http://127.0.0.1:{api_port}", api_db),
+            INSERT: (f"http://127.0.0.1:{bare_port}", bare_db),
+            HELLO: (f"http://127.0.0.1:{bare_port}", None)}
+
+
+def measure(target: str, base: str, db_url: str | None, connections: int, seconds: int,
+            tag: str) -> dict:
+    before = count_trades(db_url) if db_url else 0
+    result = wrk(base, connections, seconds, tag, hello=db_url is None)
+    elapsed = result["duration_us"] / 1e6
+    done = count_trades(db_url) - before if db_url else result["requests"] - result["non_2xx"]
+    return {"target": target, "connections": connections, "per_s": done / elapsed,
+            "errors": result["non_2xx"] + result["socket_errors"], "p50_ms": result["p50_ms"],
             "p99_ms": result["p99_ms"]}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--duration", type=int, default=8, help="seconds per target and round")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--pool-size", type=int, default=4)
-    args = parser.parse_args()
+def run_figure(run: Run) -> Figure:
+    fig = Figure("api", "API: durable orders/s against bare Flask+gunicorn",
+                 goal="at 16 clients, 0.8x bare insert or better (stretch 1.0x)", limits=LIMITS)
     if not shutil.which("wrk"):
-        raise SystemExit("wrk not found: apt-get install wrk")
-
-    root = Path(tempfile.mkdtemp(prefix="tradelab-bench-"))
-    cluster = PostgresCluster(root / "pg", port=free_port())
-    cluster.password = secrets.token_urlsafe(12)
-    cluster.init(cluster.password)
-    cluster.start()
-    procs: list[subprocess.Popen] = []
-    try:
-        app_pw = secrets.token_urlsafe(12)
-        api_db, bare_db = database(cluster, "bench_api", app_pw), database(cluster, "bench_bare",
-                                                                           app_pw)
-        api_port, bare_port = free_port(), free_port()
-        api_log = open(root / "api.log", "wb")  # noqa: SIM115 - lives as long as the API
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TRADELAB_")}
-        api = subprocess.Popen(
-            [sys.executable, "-m", "tradelab", "serve", "api", "--bind",
-             f"127.0.0.1:{api_port}", "--workers", str(args.workers),
-             "--threads", str(args.threads)],
-            env={**env, "TRADELAB_HOME": str(root / "lab"), "TRADELAB_DATABASE_URL": api_db,
-                 "TRADELAB_API__DB_POOL_SIZE": str(args.pool_size),
-                 "PROMETHEUS_MULTIPROC_DIR": str(root / "prom")},
-            stdout=api_log, stderr=subprocess.STDOUT, start_new_session=True)
-        procs.append(api)
-        bare = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", str(args.workers),
-             "--threads", str(args.threads), "-b", f"127.0.0.1:{bare_port}",
-             "--access-logfile", "/dev/null", "bare_app:app"],
-            cwd=HERE, env={**env, "BENCH_DATABASE_URL": bare_db,
-                           "BENCH_POOL_SIZE": str(args.pool_size)},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        procs.append(bare)
-        wait_http(f"http://127.0.0.1:{api_port}/healthz", api)
-        wait_http(f"http://127.0.0.1:{bare_port}/", bare)
-
-        probe = requests.post(f"http://127.0.0.1:{api_port}/trades", timeout=10, json={
-            "client_order_id": "probe", "symbol": "AAPL", "side": "BUY", "quantity": 1})
-        if probe.status_code != 201:
-            raise SystemExit(f"the API refused a valid order: {probe.status_code} {probe.text}"
-                             f"\n{(root / 'api.log').read_text()[-2000:]}")
-        targets = {"tradelab serve api": (f"http://127.0.0.1:{api_port}", api_db),
-                   "bare flask+gunicorn": (f"http://127.0.0.1:{bare_port}", bare_db)}
-        for name, (base, _) in targets.items():  # pools filled, code paths warm
-            drive(base, args.connections, 2, "warmup-" + name.split()[0])
-        # Interleaved rounds (A B, B A, A B, ...): a neighbour's burst of CPU use on a
-        # shared machine then hurts both targets, not one; medians damp the rest.
-        results: dict[str, list[dict]] = {name: [] for name in targets}
+        fig.skipped = "wrk not found (apt-get install wrk)"
+        return fig
+    targets = start_servers(run)
+    seconds, rounds = run.size(6, 1), run.size(5, 1)
+    for name, (base, db_url) in targets.items():  # pools filled, code paths warm
+        wrk(base, 16, run.size(2, 1), "warmup-" + name.split()[-1], hello=db_url is None)
+    for connections in run.size((16, 64), (16,)):
+        got: dict[str, list[dict]] = {t: [] for t in targets}
         ratios = []
-        for round_ in range(args.rounds):
-            order = list(targets) if round_ % 2 == 0 else list(reversed(targets))
-            got = {}
-            for name in order:
-                base, db_url = targets[name]
-                got[name] = measure(name, base, db_url, args, round_)
-                print(json.dumps({"round": round_, **got[name]}), flush=True)
-                results[name].append(got[name])
-            ratios.append(got["tradelab serve api"]["orders_per_s"]
-                          / got["bare flask+gunicorn"]["orders_per_s"])
-        print(f"\n{args.connections} clients, {args.workers} workers x {args.threads} threads, "
-              f"pool {args.pool_size}, {os.cpu_count()} CPUs (database and load on the same "
-              f"machine), {args.rounds} interleaved rounds of {args.duration} s; medians:")
-        for name, rounds in results.items():
-            rate = statistics.median(r["orders_per_s"] for r in rounds)
-            p50 = statistics.median(r["p50_ms"] for r in rounds)
-            p99 = statistics.median(r["p99_ms"] for r in rounds)
-            errors = sum(r["non_2xx"] + r["socket_errors"] for r in rounds)
-            print(f"{name:<20}: {rate:>8.1f} orders/s (p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
-                  f"{errors} errors)")
-        print(f"ratio api/bare      : {statistics.median(ratios):.2f} "
-              f"(per round: {', '.join(f'{r:.2f}' for r in ratios)})")
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGINT)
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        cluster.stop(mode="immediate")
-        shutil.rmtree(root, ignore_errors=True)
-
-
-if __name__ == "__main__":
-    main()
+        for r, order in enumerate(interleaved(list(targets), rounds)):
+            row = {}
+            for target in order:
+                base, db_url = targets[target]
+                tag = f"{target.split()[-1]}-c{connections}-r{r}"
+                row[target] = measure(target, base, db_url, connections, seconds, tag)
+                got[target].append(row[target])
+                run.log(f"  api {connections} clients round {r}: {target} "
+                        f"{row[target]['per_s']:.0f}/s")
+            ratios.append(row[API]["per_s"] / row[INSERT]["per_s"])
+        med = {t: median([x["per_s"] for x in got[t]]) for t in targets}
+        for target in targets:
+            unit = "requests/s" if target == HELLO else "orders/s"
+            p50 = median([x["p50_ms"] for x in got[target]])
+            p99 = median([x["p99_ms"] for x in got[target]])
+            errors = sum(x["errors"] for x in got[target])
+            against_insert = target == API
+            fig.row(f"{target}, {connections} clients", round(med[target], 1), unit,
+                    baseline=round(med[INSERT], 1) if against_insert else None,
+                    baseline_name=INSERT if against_insert else None,
+                    note=f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, {errors} errors")
+        fig.row(f"serve api against bare hello, {connections} clients", round(med[API], 1),
+                "orders/s", baseline=round(med[HELLO], 1), baseline_name=HELLO)
+        fig.notes.append(f"{connections} clients: api/bare-insert per round "
+                         + ", ".join(f"{x:.2f}" for x in ratios)
+                         + f" (median {median(ratios):.2f})")
+    fig.notes.append(f"{WORKERS} gunicorn workers x {THREADS} threads, pool {POOL}, "
+                     f"{rounds} interleaved rounds of {seconds} s per target; database, "
+                     "servers and wrk share the machine's cores.")
+    return fig

@@ -1,9 +1,11 @@
-"""The benchmark's baseline: bare Flask under gunicorn, one INSERT per POST /trades.
+"""The API benchmark's baselines: bare Flask under gunicorn, one INSERT per POST /trades,
+and GET /hello (no database at all).
 
     BENCH_DATABASE_URL=postgresql://… gunicorn -k gthread -w 2 --threads 4 bare_app:app
 
 No validation, idempotency, events, metrics or logs: the cost floor of "Flask +
-gunicorn + PostgreSQL" on this machine, against which `tradelab serve api` is measured.
+gunicorn + PostgreSQL" on this machine, against which `tradelab serve api` is measured;
+/hello is the floor of Flask + gunicorn alone.
 """
 
 import os
@@ -37,3 +39,8 @@ def create_trade():
             (order["client_order_id"], order["symbol"], order["side"], order["quantity"]),
         ).fetchone()
     return {"id": trade_id}, 201
+
+
+@app.get("/hello")
+def hello():
+    return {"hello": "world"}

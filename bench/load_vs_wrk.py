@@ -1,119 +1,91 @@
-"""Requests/s `tradelab load` generates against a cheap endpoint, against wrk on the same one.
+"""Figure 3: requests/s `tradelab load` generates against a cheap endpoint, against wrk.
 
-    python bench/load_vs_wrk.py                     # 64 connections, 3 rounds of 15 s each
-    python bench/load_vs_wrk.py --connections 64 --rounds 5 --seconds 20 --load-workers 2
+    python -m bench --only load
 
-Run by hand, not in CI. Starts the real API (`python -m tradelab serve api`) and drives
-its cheapest route, GET / (no database call, so no database is started), alternately
-with wrk (`-t <load-workers> -c <connections>`) and with `tradelab load --user-type index`
-(IndexUser: GET / with no think time, `--workers <load-workers>` Locust worker processes,
-one user per wrk connection), in interleaved rounds (wrk, load, load, wrk, ...) so both
-see the same machine. Both load generators share the machine's cores with the api, as
-they would on a laptop. Prints each round as a JSON line, then the medians and the
-ratio load/wrk: the share of wrk's throughput that Locust reaches on the same cores.
+Starts the real API (`python -m tradelab serve api`, no database: GET / never uses
+it) and drives GET / alternately with wrk (`-t 2 -c 64`) and with `tradelab load
+--user-type index` (Locust FastHttpUser, no think time, 2 worker processes, one user
+per wrk connection), in interleaved rounds on the same machine. Both load generators
+share the cores with the API, as they would on a laptop. The ratio load/wrk is the
+share of wrk's throughput that Locust reaches on the same cores.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import re
-import socket
-import statistics
+import shutil
 import subprocess
 import sys
-import tempfile
-import time
 
-import requests
+from bench.harness import Figure, Run, clean_env, free_port, interleaved, median, wait_http
 
+CONNECTIONS, LOAD_WORKERS = 64, 2
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_api(workers: int, threads: int, home: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADELAB_")}
-    # GET / never touches the database; a closed port keeps the benchmark self-contained.
-    env.update(TRADELAB_HOME=home,
-               TRADELAB_DATABASE_URL=f"postgresql://bench:x@127.0.0.1:{free_port()}/none")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tradelab", "serve", "api", "--bind", f"127.0.0.1:{port}",
-         "--workers", str(workers), "--threads", str(threads)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url + "/healthz", timeout=1).status_code == 200:
-                return proc, url
-        except requests.RequestException:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("the api did not answer /healthz within 60 s")
+LIMITS = """\
+wrk is C with an event loop per thread; Locust runs Python greenlets (gevent) in each
+worker process, and every request goes through FastHttpUser's client, Locust's event
+hooks and its statistics, then the worker reports to the master each second. On 2
+cores shared with the API that costs most of a core per worker; `tradelab load` also
+starts a master and its workers (a few seconds, outside the measured rate: the rate is
+Locust's own requests / run time). See docs/load.md."""
 
 
-def run_wrk(url: str, connections: int, threads: int, seconds: int) -> dict:
-    out = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
-                          url + "/"], capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"tool": "wrk", "rps": rps, "non_2xx": int(errors.group(1)) if errors else 0}
+def run_wrk(url: str, seconds: int) -> float:
+    out = subprocess.run(["wrk", "-t", str(LOAD_WORKERS), "-c", str(CONNECTIONS), "-d",
+                          f"{seconds}s", url + "/"], capture_output=True, text=True,
+                         check=True).stdout
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
 
-def run_load(url: str, connections: int, workers: int, seconds: int, home: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADELAB_")}
+def run_load(url: str, seconds: int, workers: int, home: str) -> dict:
     # A port where no lab master answers, so `tradelab load` runs Locust here.
-    env.update(TRADELAB_HOME=home, TRADELAB_PORTS__LOCUST=str(free_port()))
+    env = clean_env(TRADELAB_HOME=home, TRADELAB_PORTS__LOCUST=str(free_port()),
+                    TRADELAB_PORTS__LOCUST_MASTER=str(free_port()))
     out = subprocess.run(
         [sys.executable, "-m", "tradelab", "load", "--host", url, "--user-type", "index",
-         "--users", str(connections), "--spawn-rate", str(connections),
-         "--duration", f"{seconds}s", "--workers", str(workers), "--fail-ratio", "1",
-         "--json"], env=env, capture_output=True, text=True, check=True).stdout
-    summary = json.loads(out)
-    return {"tool": "tradelab load", "rps": summary["rps"], "requests": summary["requests"],
-            "failures": summary["failures"], "p95_ms": summary["p95_ms"]}
+         "--users", str(CONNECTIONS), "--spawn-rate", str(CONNECTIONS), "--duration",
+         f"{seconds}s", "--workers", str(workers), "--fail-ratio", "1", "--json"],
+        env=env, capture_output=True, text=True, timeout=seconds + 120)
+    if out.returncode != 0:
+        raise RuntimeError(f"tradelab load failed: {out.stderr.strip()[-500:]}")
+    return json.loads(out.stdout)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=15)
-    parser.add_argument("--load-workers", type=int, default=2,
-                        help="Locust worker processes, and wrk threads")
-    parser.add_argument("--api-workers", type=int, default=2)
-    parser.add_argument("--api-threads", type=int, default=4)
-    args = parser.parse_args()
-
-    home = tempfile.mkdtemp(prefix="tradelab-bench-load-")
-    api, url = start_api(args.api_workers, args.api_threads, home)
-    results: dict[str, list[float]] = {"wrk": [], "tradelab load": []}
-    try:
-        run_wrk(url, args.connections, args.load_workers, 3)  # warm-up
-        for n in range(args.rounds):
-            order = ("wrk", "load") if n % 2 == 0 else ("load", "wrk")
-            for tool in order:
-                if tool == "wrk":
-                    row = run_wrk(url, args.connections, args.load_workers, args.seconds)
-                else:
-                    row = run_load(url, args.connections, args.load_workers, args.seconds, home)
-                results[row["tool"]].append(row["rps"])
-                print(json.dumps({"round": n + 1, **row}), flush=True)
-    finally:
-        api.terminate()
-        api.wait(timeout=15)
-
-    wrk, load = (statistics.median(results[k]) for k in ("wrk", "tradelab load"))
-    print(json.dumps({"cores": os.cpu_count(), "connections": args.connections,
-                      "load_workers": args.load_workers, "wrk_rps": round(wrk, 1),
-                      "tradelab_load_rps": round(load, 1),
-                      "ratio_load_to_wrk": round(load / wrk, 3)}))
-
-
-if __name__ == "__main__":
-    main()
+def run_figure(run: Run) -> Figure:
+    fig = Figure("load", "Load generator: `tradelab load` against wrk",
+                 goal="0.5x wrk or better", limits=LIMITS)
+    if not shutil.which("wrk"):
+        fig.skipped = "wrk not found (apt-get install wrk)"
+        return fig
+    home = str(run.root / "lab-load")
+    port = free_port()
+    # GET / never touches the database; a closed port keeps the benchmark self-contained.
+    api = run.spawn([sys.executable, "-m", "tradelab", "serve", "api", "--bind",
+                     f"127.0.0.1:{port}", "--workers", "2", "--threads", "4"], "api-load",
+                    env=clean_env(TRADELAB_HOME=home, TRADELAB_DATABASE_URL=
+                                  f"postgresql://bench:x@127.0.0.1:{free_port()}/none"))
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/healthz", api)
+    seconds, rounds = run.size(10, 1), run.size(3, 1)
+    run_wrk(url, run.size(3, 1))  # warm-up
+    rates: dict[str, list[float]] = {"wrk": [], "tradelab load": []}
+    for r, order in enumerate(interleaved(list(rates), rounds)):
+        for tool in order:
+            if tool == "wrk":
+                rates[tool].append(run_wrk(url, seconds))
+            else:
+                # --quick: Locust in one process (a master and workers take ~25 s to
+                # start, settle their last reports and stop).
+                summary = run_load(url, seconds, run.size(LOAD_WORKERS, 0), home)
+                rates[tool].append(summary["rps"])
+            run.log(f"  load round {r}: {tool} {rates[tool][-1]:.0f} req/s")
+    wrk, load = median(rates["wrk"]), median(rates["tradelab load"])
+    fig.row("tradelab load, GET /", round(load, 1), "requests/s", baseline=round(wrk, 1),
+            baseline_name="wrk")
+    fig.row("wrk, GET /", round(wrk, 1), "requests/s")
+    fig.notes.append(f"{CONNECTIONS} connections/users, {LOAD_WORKERS} wrk threads / Locust "
+                     f"workers, {rounds} interleaved rounds of {seconds} s; per round load/wrk: "
+                     + ", ".join(f"{a / b:.2f}" for a, b in zip(rates["tradelab load"],
+                                                               rates["wrk"], strict=True)))
+    return fig

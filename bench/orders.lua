@@ -1,4 +1,6 @@
--- wrk script: POST /trades with a unique client_order_id per request.
+-- wrk script: POST /trades with a unique client_order_id per request
+-- (wrk ... -s orders.lua URL -- TAG), or GET /hello (wrk ... -s orders.lua URL -- TAG hello).
+-- Either way it prints one WRK_JSON line: requests, duration, errors, p50/p99.
 local threads = {}
 
 function setup(thread)
@@ -8,10 +10,14 @@ end
 
 function init(args)
   prefix = string.format("bench-%s-%d-%d-", args[1] or "run", tid, os.time())
+  hello = args[2] == "hello"
   counter = 0
 end
 
 function request()
+  if hello then
+    return wrk.format("GET", "/hello")
+  end
   counter = counter + 1
   local body = string.format(
     '{"client_order_id":"%s%d","symbol":"AAPL","side":"BUY","quantity":1,"limit_price":101.25}',

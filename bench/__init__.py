@@ -1,0 +1,1 @@
+"""tradelab benchmark suite: `python -m bench` (see bench/__main__.py and bench/README.md)."""
