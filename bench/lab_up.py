@@ -174,7 +174,7 @@ def measure_docker(run: Run, fig: Figure) -> None:
         "ports": {k: free_port() for k in DOCKER_PORTS}}))
     started = time.monotonic()
     up = cli(lab, "up", "--runtime", "docker", "--without", "grafana,loki,promtail",
-             timeout=900)
+             timeout=400)
     seconds = time.monotonic() - started
     try:
         if up.returncode != 0:

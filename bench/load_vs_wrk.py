@@ -84,8 +84,9 @@ def run_figure(run: Run) -> Figure:
     fig.row("tradelab load, GET /", round(load, 1), "requests/s", baseline=round(wrk, 1),
             baseline_name="wrk")
     fig.row("wrk, GET /", round(wrk, 1), "requests/s")
-    fig.notes.append(f"{CONNECTIONS} connections/users, {LOAD_WORKERS} wrk threads / Locust "
-                     f"workers, {rounds} interleaved rounds of {seconds} s; per round load/wrk: "
+    fig.notes.append(f"{CONNECTIONS} connections/users, {LOAD_WORKERS} wrk threads, "
+                     f"{run.size(LOAD_WORKERS, 0)} Locust worker processes (0: Locust in one "
+                     f"process), {rounds} interleaved rounds of {seconds} s; per round load/wrk: "
                      + ", ".join(f"{a / b:.2f}" for a, b in zip(rates["tradelab load"],
                                                                rates["wrk"], strict=True)))
     return fig
