@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import signal
 import sys
 import time
 import traceback
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or (DOC if names == list(FIGURES) and not args.quick else None)
 
     facts = machine_facts()
+    # SIGTERM (a background run stopped with kill) stops the run's servers and database.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     run = Run(quick=args.quick)
     try:
         figures = [run_one(run, name) for name in names]
