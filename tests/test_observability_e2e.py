@@ -12,7 +12,9 @@ same windows, same thresholds. Asserts:
   variables substituted: $__rate_interval -> 1m) returns data;
 - `tradelab chaos on` (exchange-errors at 0.6) makes TradeProcessingBurnRateHigh fire
   in Prometheus and reach Alertmanager, where `tradelab alerts` finds it with its
-  runbook link.
+  runbook link and when it will clear;
+- every query `tradelab watch` runs returns data, and its frame shows the climb (the
+  failure ratio, the burn rate over the page's windows, the firing page); Ctrl-C ends it.
 The engine's baseline failure rate is 0 here, so that "no page before chaos" cannot
 flake: in a lab a minute old, three unlucky baseline failures would page (docs/slo.md).
 Grafana and Loki cannot run on this machine; their configs are checked statically
@@ -248,6 +250,7 @@ def test_chaos_pages_and_every_query_returns_data(lab, capsys):
                          capture_output=True, text=True, timeout=30)
     assert cli.returncode == 0, cli.stderr
     assert "TradeProcessingBurnRateHigh" in {a["alertname"] for a in json.loads(cli.stdout)}
+    _watch_and_alerts_explain_the_page(lab)
     chaos_panel = _query(prom, 'max by (fault) (tradelab_chaos_active{fault="exchange-errors"})')
     assert chaos_panel and chaos_panel[0]["value"][1] == "1"
 
@@ -269,3 +272,53 @@ def test_chaos_pages_and_every_query_returns_data(lab, capsys):
     if not lab["locust"]:
         pytest.skip("locust not on PATH: the Load test dashboard's queries were not run")
 
+
+
+def _watch_and_alerts_explain_the_page(lab) -> None:
+    from tradelab.watch import SIGNALS, burn_queries
+
+    prom = lab["prom"]
+    needs_load = {"order_rate", "api_error_ratio", "p99_latency"}
+    for sig in SIGNALS:
+        if sig.key in needs_load and not lab["locust"]:
+            continue
+        rows = _wait(f"watch's {sig.key} query to return data",
+                     lambda expr=sig.expr: _query(prom, expr), timeout=30)
+        assert len(rows) == 1, (sig.key, rows)
+    for window, expr in burn_queries().items():
+        rows = _query(prom, expr)
+        assert {r["metric"]["slo"] for r in rows} == {
+            "availability", "latency", "processing_success"}, (window, rows)
+
+    tradelab = [sys.executable, "-m", "tradelab"]
+    cli = subprocess.run([*tradelab, "watch", "--once", "--json"], env=lab["env"],
+                         capture_output=True, text=True, timeout=30)
+    assert cli.returncode == 0, cli.stderr
+    frame = json.loads(cli.stdout)
+    # The last minute still holds healthy trades from before `chaos on` (baseline 0).
+    assert frame["signals"]["trade_failure_ratio"]["value"] > 0.1
+    assert frame["burn"]["processing_success"]["5m"]["burn"] > 14.4
+    assert frame["burn"]["processing_success"]["5m"]["fires_at"] == 14.4
+    assert {"severity": "page", "alertname": "TradeProcessingBurnRateHigh",
+            "slo": "processing_success"} in frame["alerts"]
+    text = subprocess.run([*tradelab, "watch", "--once"], env=lab["env"],
+                          capture_output=True, text=True, timeout=30)
+    assert text.returncode == 0, text.stderr
+    assert "trades that ended FAILED" in text.stdout
+    assert "TradeProcessingBurnRateHigh" in text.stdout
+
+    explained = subprocess.run([*tradelab, "alerts", "--json"], env=lab["env"],
+                               capture_output=True, text=True, timeout=30)
+    assert explained.returncode == 0, explained.stderr
+    page = next(a for a in json.loads(explained.stdout)
+                if a["alertname"] == "TradeProcessingBurnRateHigh")
+    assert page["clears"]["measured"] and page["clears"]["waits_on"] == "5m"
+    assert 0 < page["clears"]["after_fault_s"] <= 300
+
+    live = subprocess.Popen([*tradelab, "watch", "--interval", "1"], env=lab["env"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)
+    live.send_signal(signal.SIGINT)
+    out, err = live.communicate(timeout=15)
+    assert live.returncode == 0, err
+    assert "golden signals" in out and "Traceback" not in err

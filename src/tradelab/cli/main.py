@@ -98,9 +98,21 @@ def main(
 
 
 def _register_all() -> None:
-    from tradelab.cli import alerts, chaos, config, db, load, ops, render, serve, stack, verify
+    from tradelab.cli import (
+        alerts,
+        chaos,
+        config,
+        db,
+        load,
+        ops,
+        render,
+        serve,
+        stack,
+        verify,
+        watch,
+    )
 
-    for module in (stack, render, chaos, alerts, ops, load, verify, db, serve, config):
+    for module in (stack, render, chaos, alerts, watch, ops, load, verify, db, serve, config):
         module.register(app)
 
 
