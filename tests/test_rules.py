@@ -270,8 +270,11 @@ def test_every_alert_has_severity_annotations_and_a_runbook_section(rule_files):
     runbooks = (Path(__file__).parents[1] / "docs" / "runbooks.md").read_text()
     anchors = {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
                for h in re.findall(r"^#+ (.+)$", runbooks, re.M)}
-    base = SETTINGS.alerting.runbook_base_url
+    from tradelab.runbooks import base_url, section
+
+    base = base_url(SETTINGS)
     for rule in all_alerts(rule_files):
+        assert section(rule["alert"]).startswith(f"## {rule['alert']}\n")  # `tradelab runbook`
         assert rule["labels"]["severity"] in ("page", "ticket"), rule["alert"]
         notes = rule["annotations"]
         assert notes["summary"] and notes["description"], rule["alert"]

@@ -43,7 +43,7 @@ from typing import Any
 
 import yaml
 
-from tradelab import slo_policy
+from tradelab import runbooks, slo_policy
 from tradelab.const import ALL_SERVICES
 from tradelab.durations import parse_duration
 from tradelab.errors import TradelabError
@@ -83,6 +83,7 @@ def environment(loader=None):
     env.filters["compose"] = _compose
     env.filters["seconds"] = lambda text: f"{parse_duration(text):g}"
     env.globals["slo_policy"] = slo_policy
+    env.globals["runbook_base_url"] = runbooks.base_url
     return env
 
 

@@ -83,8 +83,9 @@ class AlertingSettings(_Model):
     webhook_url: str | None = None  # Alertmanager posts every alert here when set
     slack_webhook_url: str | None = None
     slack_channel: str = "#tradelab-alerts"
-    # Alerts link to their section of the runbooks (docs/runbooks.md) under this address.
-    runbook_base_url: str = "https://github.com/tradelab/tradelab/blob/main/docs/runbooks.md"
+    # Alerts link to their section of the runbooks under this address; none: the copy of
+    # docs/runbooks.md installed with tradelab, as a file:// URL (tradelab.runbooks).
+    runbook_base_url: str | None = None
 
 
 class BuildSettings(_Model):

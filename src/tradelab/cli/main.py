@@ -106,13 +106,15 @@ def _register_all() -> None:
         load,
         ops,
         render,
+        runbook,
         serve,
         stack,
         verify,
         watch,
     )
 
-    for module in (stack, render, chaos, alerts, watch, ops, load, verify, db, serve, config):
+    for module in (stack, render, chaos, alerts, watch, runbook, ops, load, verify, db, serve,
+                   config):
         module.register(app)
 
 
