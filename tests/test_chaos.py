@@ -8,6 +8,7 @@ import os
 import stat
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -247,6 +248,30 @@ def test_cli_list(lab_dir):
         assert fault in result.output
     listed = json.loads(cli(lab_dir, "list", "--json").output)["faults"]
     assert {f["fault"]: f["options"] for f in listed}["exchange-latency"] == "--latency-ms"
+    for f in listed:
+        assert f["breaks"] and f["signal"] and f["alert"] and f["runtimes"], f
+        assert f["runbook"] == f"docs/runbooks.md#{f['alert'].lower()}"
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def test_docs_chaos_md_holds_the_catalogue():
+    """docs/chaos.md shows the catalogue as `python -m tradelab.faults` prints it."""
+    from tradelab.faults import catalogue_markdown
+
+    assert catalogue_markdown() in (DOCS / "chaos.md").read_text(), \
+        "docs/chaos.md is behind the catalogue: paste `python -m tradelab.faults` into it"
+
+
+def test_every_fault_has_an_alert_rule_and_a_runbook_section():
+    rules = "".join(p.read_text() for p in
+                    (DOCS.parent / "src/tradelab/templates/prometheus/rules").glob("*.yml"))
+    runbooks = (DOCS / "runbooks.md").read_text()
+    for fault in FAULTS.values():
+        alert = fault.alert.replace("BurnRateHigh", "")
+        assert alert in rules, f"{fault.name}: no rule for {fault.alert}"
+        assert f"\n## {fault.alert}\n" in runbooks, f"{fault.name}: no runbook {fault.alert}"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -256,6 +281,13 @@ def test_cli_list(lab_dir):
     (["on", "--for", "0s"], "must be more than zero"),
     (["on", "engine-stall", "--latency-ms", "10"], "fault engine-stall takes no --latency-ms"),
     (["off", "bogus"], "unknown fault 'bogus'"),
+    # every duration refused before anything is done (issue 11): no traceback, no record
+    (["on", "db-outage", "--for", "nan"], "invalid duration for --for 'nan'"),
+    (["on", "db-outage", "--for", "inf"], "invalid duration for --for 'inf': at most 30d"),
+    (["on", "db-outage", "--for", "1e400"], "invalid duration for --for '1e400'"),
+    (["on", "db-outage", "--for", "3000000d"], "invalid duration for --for '3000000d'"),
+    (["on", "api-latency", "--latency-ms", "99999999"], "invalid latency 99999999 ms: use 0"),
+    (["on", "api-errors", "--rate", "nan"], "invalid rate nan"),
 ])
 def test_cli_errors_are_one_line(lab_dir, args, message):
     result = cli(lab_dir, *args)
@@ -263,6 +295,56 @@ def test_cli_errors_are_one_line(lab_dir, args, message):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert "Traceback" not in result.output
+
+
+def test_refused_flags_leave_no_record(lab_dir):
+    assert cli(lab_dir, "on", "db-outage", "--for", "nan").exit_code == 1
+    assert cli(lab_dir, "on", "api-latency", "--latency-ms", "99999999").exit_code == 1
+    assert status(lab_dir) == {}
+
+
+@pytest.mark.parametrize("text", ['{"faults": []}', "garbage{", '{"faults": {"x": 1}', "[]"])
+def test_corrupt_file_is_one_line_and_chaos_off_rewrites_it(lab_dir, text, monkeypatch):
+    monkeypatch.setenv("TRADELAB_RUNTIME", "local")  # no lab running: no service to restore
+    chaos_file = lab_dir / "state" / "chaos.json"
+    chaos_file.parent.mkdir(parents=True, exist_ok=True)
+    chaos_file.write_text(text)
+    result = cli(lab_dir, "status")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert result.output.startswith("error: cannot read") and "chaos off" in result.output
+    result = cli(lab_dir, "off")
+    assert result.exit_code == 0, result.output
+    assert json.loads(chaos_file.read_text()) == {"faults": {}}
+    assert status(lab_dir) == {}
+
+
+def test_readers_clamp_hand_edited_values(path):
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"faults": {
+        "api-latency": {"since": "2026-01-01T00:00:00Z", "latency_ms": 1e999},
+        "exchange-latency": {"since": "2026-01-01T00:00:00Z", "latency_ms": "nan"},
+        "api-errors": {"since": "2026-01-01T00:00:00Z", "rate": 1e999},
+    }}).replace("Infinity", "1e999"))
+    from tradelab.faults import MAX_LATENCY_MS
+
+    for faults in (ChaosReader(path).active(), ChaosStore(path).active()):
+        assert faults["api-latency"].latency_ms == MAX_LATENCY_MS
+        assert faults["exchange-latency"].latency_ms == 0
+        assert faults["api-errors"].rate == 1.0
+
+
+def test_an_expired_runtime_record_survives_other_chaos_commands(path):
+    """The record of a runtime fault whose scheduled off died is kept until its service
+    is restored: `chaos on` of another fault must not erase it (it used to)."""
+    store = ChaosStore(path)
+    store.enable("engine-stall")
+    faults = json.loads(path.read_text())["faults"]
+    faults["db-outage"] = {"since": "2026-01-01T00:00:00.000Z", "until": "2026-01-01T00:01:00.000Z"}
+    path.write_text(json.dumps({"faults": faults}))
+    store.enable("api-errors")
+    store.disable("engine-stall")
+    assert set(store.overdue()) == {"db-outage"}
+    assert set(store.active()) == {"api-errors"}  # not shown as on: its time is up
 
 
 def test_cli_runtime_fault_without_a_running_lab(lab_dir, monkeypatch):

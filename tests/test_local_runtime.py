@@ -306,6 +306,28 @@ def test_restart_gives_a_new_process_that_comes_back_healthy(local_lab):
     assert (result.exit_code, result.output.strip()) == (0, str(local_lab.root))
 
 
+def test_a_runtime_fault_ends_even_if_its_scheduled_off_died(local_lab):
+    """A db-outage whose time is up while its detached `chaos off --after` died (made
+    here by writing an end into the record): the next tradelab command that looks (here
+    `chaos status`) restarts PostgreSQL, instead of showing the fault off (issue 11)."""
+    result = local_lab.cli("chaos", "on", "db-outage")
+    assert result.returncode == 0, result.stderr
+    try:
+        chaos_file = local_lab.lab.chaos_file
+        faults = json.loads(chaos_file.read_text())["faults"]
+        faults["db-outage"]["until"] = faults["db-outage"]["since"]  # its time is up
+        chaos_file.write_text(json.dumps({"faults": faults}))  # ... and nobody came
+        states = {s.name: s.state for s in local_lab.runtime().status()}
+        assert states["postgres"] != "running"
+        result = local_lab.cli("chaos", "status", "--json")
+        assert result.returncode == 0, result.stderr
+        assert "db-outage was past its end; its service is restored" in result.stderr
+        assert json.loads(result.stdout) == {"faults": []}
+        wait_for(lambda: ready(local_lab.api), 60, "the api to see the database again")
+    finally:
+        local_lab.cli("chaos", "off")
+
+
 def test_port_taken_is_one_clear_line(tmp_path, local_lab):
     ports = write_ports(tmp_path / "other")
     other = LocalLab(tmp_path / "other")

@@ -34,14 +34,17 @@ def chaos_on(settings: Settings, lab: Lab, fault: str | None = None, rate: float
     recorded only once that worked; with a duration, a detached process undoes
     them when it ends (in-process faults simply expire).
     """
+    from tradelab.durations import parse_duration
+
     name = fault or settings.chaos.default_fault
     spec = check_fault(name)
+    if duration_s is not None:
+        duration_s = parse_duration(duration_s)  # nan, inf, 1e400 refused before anything
     store = store_for(settings, lab)
+    end_overdue(settings, lab)
     if spec.kind == "runtime":
         if rate is not None or latency_ms is not None:
             raise TradelabError(f"fault {name} takes no --rate or --latency-ms")
-        if duration_s is not None and duration_s <= 0:
-            raise TradelabError(f"invalid duration {duration_s}: must be more than zero")
         from tradelab.orchestrator import act, running_driver
 
         act(running_driver(settings, lab), _action(spec, "on"), _service(spec))
@@ -61,12 +64,22 @@ def chaos_off(settings: Settings, lab: Lab, fault: str | None = None,
     """
     if fault is not None:
         check_fault(fault)
+    from tradelab.faults import runtime_faults
+
     store = store_for(settings, lab)
-    entries = store.read(include_expired=True)
+    unreadable = False
+    try:
+        entries = store.read(include_expired=True)
+    except TradelabError:
+        if fault is not None or if_since is not None:
+            raise
+        entries, unreadable = {}, True  # store.disable() below rewrites the file
     names = [n for n in entries if fault is None or n == fault]
     if if_since is not None:
         names = [n for n in names if entries[n].get("since") == if_since]
     undo = [n for n in names if check_fault(n).kind == "runtime"] if names else []
+    if unreadable:  # the record that named them is lost: every service a fault can break
+        undo = list(runtime_faults())
     if fault is not None and check_fault(fault).kind == "runtime" and if_since is None \
             and fault not in undo:
         undo.append(fault)  # asked by name: restore the service even if the record is gone
@@ -83,7 +96,25 @@ def chaos_off(settings: Settings, lab: Lab, fault: str | None = None,
                 restore(driver, _service(spec), _action(spec, "off"))
     for name in names:
         store.disable(name)
+    if unreadable:
+        store.disable()
     return names
+
+
+def end_overdue(settings: Settings, lab: Lab) -> list[str]:
+    """Restore every runtime fault past its end (its `chaos off --after` died); return them.
+
+    Whichever tradelab command looks first does it: a fault's end never depends on
+    the detached process alone, and its record stays until the service is back.
+    """
+    overdue = store_for(settings, lab).overdue()
+    ended = []
+    for name, entry in overdue.items():
+        try:
+            ended += chaos_off(settings, lab, name, if_since=entry.get("since"))
+        except TradelabError:
+            continue  # no lab reachable now: the record stays for the next command
+    return ended
 
 
 def store_for(settings: Settings, lab: Lab) -> ChaosStore:

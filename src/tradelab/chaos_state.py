@@ -37,6 +37,7 @@ from tradelab.faults import (
     DEFAULT_LATENCY_MS,
     DEFAULT_RATE,
     FAULTS,
+    MAX_LATENCY_MS,
     check_fault,
 )
 from tradelab.files import write_atomic
@@ -104,7 +105,7 @@ class ChaosStore:
                 if include_expired or not _expired(entry, now)}
 
     def active(self) -> dict[str, ActiveFault]:
-        return {n: f for n, e in self.read().items() if (f := _parse_entry(n, e)) is not None}
+        return {n: f for n, e in self.read().items() if (f := parse_entry(n, e)) is not None}
 
     def enable(self, fault: str, rate: float | None = None, latency_ms: int | None = None,
                duration_s: float | None = None) -> dict[str, Any]:
@@ -120,10 +121,12 @@ class ChaosStore:
                 raise TradelabError(f"invalid rate {rate}: use a share between 0 and 1, e.g. 0.6")
         if "latency_ms" in spec.params:
             latency_ms = self.default_latency_ms if latency_ms is None else latency_ms
-            if latency_ms < 0:
-                raise TradelabError(f"invalid latency {latency_ms} ms: must be 0 or more")
-        if duration_s is not None and duration_s <= 0:
-            raise TradelabError(f"invalid duration {duration_s}: must be more than zero")
+            if not 0 <= latency_ms <= MAX_LATENCY_MS:
+                raise TradelabError(f"invalid latency {latency_ms} ms: use 0 to {MAX_LATENCY_MS}")
+        if duration_s is not None:
+            from tradelab.durations import parse_duration
+
+            duration_s = parse_duration(duration_s)
         now = _now()
         entry: dict[str, Any] = {"since": _iso(now)}
         if rate is not None:
@@ -133,7 +136,7 @@ class ChaosStore:
         if duration_s is not None:
             entry["until"] = _iso(now + timedelta(seconds=duration_s))
         with self._locked():
-            faults = self.read()
+            faults = self._kept(self._load_or_empty())
             faults[fault] = entry
             self._write(faults)
         return entry
@@ -143,27 +146,50 @@ class ChaosStore:
         if fault is not None:
             check_fault(fault)
         with self._locked():
-            faults = self.read()
+            faults = self._kept(self._load_or_empty())
             gone = list(faults) if fault is None else [f for f in faults if f == fault]
             for name in gone:
                 del faults[name]
             if gone or self.path.exists():
-                self._write(faults)
+                self._write(faults)  # a corrupt file is rewritten here (`chaos off`)
         return gone
+
+    def overdue(self) -> dict[str, dict[str, Any]]:
+        """Runtime faults past their end whose service nobody restored yet."""
+        now = _now()
+        return {name: entry for name, entry in self.read(include_expired=True).items()
+                if name in FAULTS and FAULTS[name].kind == "runtime" and _expired(entry, now)}
 
     # -- file handling -----------------------------------------------------------
     def _load(self) -> dict[str, dict[str, Any]]:
         try:
             data = json.loads(self.path.read_text())
+            faults = data["faults"]
+            if not isinstance(faults, dict):
+                raise ValueError("'faults' is not a mapping")
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise TradelabError(
-                f"cannot read {self.path}: {exc}; fix or delete it (`tradelab chaos off`"
-                " rewrites it)".splitlines()[0]
-            ) from None
-        faults = data.get("faults", {}) if isinstance(data, dict) else {}
+                f"cannot read {self.path}: {reason}; fix or delete it (`tradelab chaos off`"
+                " rewrites it)") from None
         return {k: v for k, v in faults.items() if isinstance(v, dict)}
+
+    def _load_or_empty(self) -> dict[str, dict[str, Any]]:
+        """The entries, or none from a corrupt file (which the caller then rewrites)."""
+        try:
+            return self._load()
+        except TradelabError as exc:
+            log.warning("rewriting it: %s", exc, extra={"event": "chaos_file_rewritten"})
+            return {}
+
+    @staticmethod
+    def _kept(faults: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Entries still meaningful: not expired, or a runtime fault not yet restored."""
+        now = _now()
+        return {n: e for n, e in faults.items() if not _expired(e, now)
+                or (n in FAULTS and FAULTS[n].kind == "runtime")}
 
     def _write(self, faults: dict[str, dict[str, Any]]) -> None:
         write_atomic(self.path, json.dumps({"faults": faults}, indent=2, sort_keys=True) + "\n")
@@ -214,7 +240,7 @@ class ChaosReader:
             out[DEFAULT_FAULT] = ActiveFault(DEFAULT_FAULT, self.default_rate, None,
                                              flag_since, None, source="flag")
         for name, entry in entries.items():
-            fault = _parse_entry(name, entry)
+            fault = parse_entry(name, entry)
             if fault is not None and (fault.until is None or fault.until > now):
                 out[name] = fault  # the file wins over the flag
         return out
@@ -282,7 +308,7 @@ class ChaosCollector:
         yield family
 
 
-def _parse_entry(name: str, entry: dict[str, Any]) -> ActiveFault | None:
+def parse_entry(name: str, entry: dict[str, Any]) -> ActiveFault | None:
     if name not in FAULTS:
         return None  # written by a newer tradelab; nothing here knows how to apply it
     try:
@@ -290,19 +316,24 @@ def _parse_entry(name: str, entry: dict[str, Any]) -> ActiveFault | None:
         latency = entry.get("latency_ms")
         return ActiveFault(
             name=name,
-            rate=None if rate is None else min(1.0, max(0.0, float(rate))),
-            latency_ms=None if latency is None else max(0, int(latency)),
+            rate=None if rate is None else _clamp(float(rate), 0.0, 1.0),
+            latency_ms=None if latency is None else int(_clamp(float(latency), 0, MAX_LATENCY_MS)),
             since=_parse_time(entry.get("since")) or _now(),
             until=_parse_time(entry.get("until")),
         )
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
+
+
+def _clamp(value: float, low: float, high: float) -> float:
+    """`value` within [low, high]; NaN counts as `low` (a hand-edited file must not crash)."""
+    return low if value != value else min(high, max(low, value))
 
 
 def _expired(entry: dict[str, Any], now: datetime) -> bool:
     try:
         until = _parse_time(entry.get("until"))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return False
     return until is not None and until <= now
 

@@ -6,11 +6,13 @@
     '1m35s'
 """
 
+import math
 import re
 
 from tradelab.errors import TradelabError
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_DURATION_S = 30 * 86400  # a month: longer is a typo, and past it datetimes overflow
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 
 
@@ -31,8 +33,10 @@ def parse_duration(text: str | float | int, *, what: str = "duration") -> float:
                     f"invalid {what} {text!r}: use e.g. 30s, 5m, 1h30m"
                 ) from None
             seconds = sum(float(n) * _UNITS[u] for n, u in parts)
-    if seconds <= 0:
+    if math.isnan(seconds) or seconds <= 0:
         raise TradelabError(f"invalid {what} {text!r}: must be more than zero")
+    if seconds > MAX_DURATION_S:
+        raise TradelabError(f"invalid {what} {text!r}: at most {format_duration(MAX_DURATION_S)}")
     return seconds
 
 

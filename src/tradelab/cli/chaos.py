@@ -63,8 +63,10 @@ def off_cli(
     """Turn a fault off (no FAULT: all of them); runtime faults are undone."""
     from tradelab.chaos import chaos_off
 
-    if after:  # the detached process `chaos on --for` leaves behind for runtime faults
-        time.sleep(after)
+    if after is not None:  # the detached process `chaos on --for` leaves for runtime faults
+        from tradelab.durations import parse_duration
+
+        time.sleep(parse_duration(after, what="--after"))
     names = chaos_off(settings_from(ctx), lab_from(ctx), fault, if_since=if_since)
     if names:
         typer.echo(f"chaos off: {', '.join(names)}")
@@ -80,11 +82,17 @@ def status_cli(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The faults on now, with their parameters, since when and time left."""
-    from tradelab.chaos import store_for
+    from tradelab.chaos import end_overdue, store_for
     from tradelab.durations import format_duration
 
-    active = store_for(settings_from(ctx), lab_from(ctx)).active()
-    faults = [f.as_dict() for f in active.values()]
+    settings, lab = settings_from(ctx), lab_from(ctx)
+    for name in end_overdue(settings, lab):
+        typer.echo(f"chaos: {name} was past its end; its service is restored", err=True)
+    from tradelab.chaos_state import parse_entry
+
+    store = store_for(settings, lab)
+    overdue = [f for n, e in store.overdue().items() if (f := parse_entry(n, e))]
+    faults = [f.as_dict() for f in [*store.active().values(), *overdue]]
     if as_json:
         print_json({"faults": faults})
         return
@@ -95,6 +103,7 @@ def status_cli(
         "fault": f["fault"], "kind": f["kind"], "params": _params(f).strip(" ()") or "-",
         "since": f["since"],
         "remaining": "until off" if f["remaining_s"] is None
+        else "past its end: `tradelab chaos off` restores it" if f["remaining_s"] == 0
         else format_duration(max(1, f["remaining_s"])),
     } for f in faults])
 
@@ -103,16 +112,16 @@ def status_cli(
 def list_cli(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Every fault tradelab knows, with what it does and the options it takes."""
+    """Every fault: what it breaks, the signal it leaves, the alert and the runtimes."""
     from tradelab.faults import FAULTS
 
-    rows = [{"fault": f.name, "kind": f.kind,
-             "options": " ".join("--" + p.replace("_", "-") for p in f.params) or "-",
-             "description": f.description} for f in FAULTS.values()]
+    faults = [f.as_dict() for f in FAULTS.values()]
     if as_json:
-        print_json({"faults": rows})
-    else:
-        print_table(rows)
+        print_json({"faults": faults})
+        return
+    print_table([{"fault": f["fault"], "kind": f["kind"], "options": f["options"],
+                  "breaks": f["breaks"], "alert": f["alert"],
+                  "runtimes": ",".join(f["runtimes"])} for f in faults])
 
 
 def _params(entry: dict) -> str:
