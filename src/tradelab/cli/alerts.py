@@ -39,8 +39,8 @@ def alerts_cli(
             typer.echo(f"{alert['alertname']}: fires on {alert['clears']['rule']}; it waits on "
                        f"the {alert['clears']['waits_on']} window to forget the bad events")
     if any(a.get("clears") for a in alerts):
-        typer.echo("clears: once the fault is gone (as if it ended now), plus about a minute "
-                   "for Prometheus and Alertmanager to send the resolve")
+        typer.echo("clears: at the latest, counted as if the fault ended now (sooner when it "
+                   "ended earlier), plus about a minute for Prometheus and Alertmanager")
 
 
 def _clears(clears: dict | None) -> str:
@@ -48,8 +48,8 @@ def _clears(clears: dict | None) -> str:
         return "when its cause is gone"
     from tradelab.durations import format_duration
 
-    about = "~" if clears["measured"] else "at most "
-    return f"{about}{format_duration(clears['after_fault_s'])} after ({clears['waits_on']} window)"
+    return (f"<= {format_duration(clears['after_fault_s'])} from now once the fault is gone "
+            f"({clears['waits_on']} window)")
 
 
 def _name(alert: dict) -> str:
