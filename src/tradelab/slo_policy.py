@@ -54,8 +54,9 @@ def clears_after(alert: BurnAlert, ratios: dict[str, float], bad_5m: float | Non
     that decides it. Traffic is taken as steady and the bad events as spread over the
     window: once they stop, a window's error ratio falls linearly to 0 over the window's
     length, so it is under a threshold k after window * (1 - k / ratio now). For a fault
-    that already ended (or was shorter than the window) this is an upper bound. A clause holds while both its windows do, the
-    alert while any clause does (and, for a page, while MIN_BAD bad events remain)."""
+    that already ended (or was shorter than the window) this is an upper bound. A clause
+    holds while both its windows do, the alert while any clause does (and, for a page,
+    while MIN_BAD bad events remain)."""
     def until_under(window: str, threshold: float, now: float | None) -> float:
         if now is None or now <= threshold:
             return 0.0
