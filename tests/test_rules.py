@@ -519,3 +519,33 @@ def test_exchange_latency_tickets_as_slow_processing(rule_files, tmp_path):
         Check(off + minutes(8), []),
     ]
     promtool_test(rule_files, lab, off + minutes(10), checks, tmp_path)
+
+
+@pytest.mark.parametrize("scale", [0.1, 0.02])
+def test_scaled_rule_windows_are_valid_and_shrunk(tmp_path, scale):
+    """slo.window_scale shrinks every window and `for:`; promtool still accepts the rules."""
+    from tradelab.lab import Lab as LabDir
+    from tradelab.render import render
+    from tradelab.settings import load_settings
+
+    settings = load_settings(None, env={}, flags={"slo.window_scale": scale,
+                                                  "prometheus.scrape_interval_s": 1,
+                                                  "prometheus.evaluation_interval_s": 1})
+    out = tmp_path / "out"
+    render(settings, LabDir(tmp_path / "lab"), out, runtime="local")
+    files = sorted((out / "prometheus" / "rules").glob("*.yml"))
+    result = subprocess.run(["promtool", "check", "rules", *map(str, files)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = "".join(f.read_text() for f in files)
+    short = f"[{round(300 * scale)}s]"
+    assert short in text and "[5m]" not in text and "for: 1m" not in text
+    assert "scrape_interval: 1s" in (out / "prometheus" / "prometheus.yml").read_text()
+
+
+def test_a_window_scale_too_small_for_the_scrape_interval_is_refused():
+    from tradelab.errors import TradelabError
+    from tradelab.settings import load_settings
+
+    with pytest.raises(TradelabError, match="less than two scrapes"):
+        load_settings(None, env={}, flags={"slo.window_scale": 0.05})

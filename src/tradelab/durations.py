@@ -4,6 +4,8 @@
     5400.0
     >>> format_duration(95)
     '1m35s'
+    >>> prometheus_duration(parse_duration("3d") * 0.1)
+    '7h12m'
 """
 
 import math
@@ -51,3 +53,14 @@ def format_duration(seconds: float) -> str:
         if n:
             out.append(f"{n}{unit}")
     return "".join(out[:2])
+
+
+def prometheus_duration(seconds: float) -> str:
+    """`seconds` as a Prometheus duration (whole seconds, at least 1s): 30s, 3m, 7h12m."""
+    seconds = max(1, int(round(seconds)))
+    out = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        n, seconds = divmod(seconds, size)
+        if n:
+            out.append(f"{n}{unit}")
+    return "".join(out)

@@ -82,6 +82,7 @@ def environment(loader=None):
     env.filters["to_json"] = lambda data: json.dumps(data, indent=2, sort_keys=True)
     env.filters["compose"] = _compose
     env.filters["seconds"] = lambda text: f"{parse_duration(text):g}"
+    env.filters["scaled"] = _scaled
     env.globals["slo_policy"] = slo_policy
     env.globals["runbook_base_url"] = runbooks.base_url
     return env
@@ -119,6 +120,14 @@ def _compose(stack: Stack, context_label: str | None = None) -> dict[str, Any]:
     from tradelab.compose import compose_document
 
     return compose_document(stack, context_label)
+
+
+def _scaled(duration: str, scale: float) -> str:
+    """A rule window or `for:` ("5m") times settings.slo.window_scale, as Prometheus
+    writes durations: "5m" | scaled(0.1) is "30s"."""
+    from tradelab.durations import prometheus_duration
+
+    return duration if scale == 1 else prometheus_duration(parse_duration(duration) * scale)
 
 
 def _load_template(name: str):

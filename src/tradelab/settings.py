@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tradelab.const import ALL_SERVICES
 from tradelab.errors import TradelabError
@@ -77,6 +85,15 @@ class SloSettings(_Model):
     latency: float = Field(0.99, gt=0, lt=1)  # share of POST /trades faster than threshold
     latency_threshold_s: float = Field(0.25, gt=0)
     processing_success: float = Field(0.999, gt=0, lt=1)  # trades not FAILED
+    # Every rule window and `for:` is multiplied by this (0.1: the 5m window is 30s, the
+    # 1h one 6m), so a lab in a test or a game-day rehearsal pages and recovers in
+    # seconds instead of minutes. 1 is the real thing; thresholds do not change.
+    window_scale: float = Field(1.0, gt=0, le=1)
+
+
+class PrometheusSettings(_Model):
+    scrape_interval_s: float = Field(15.0, ge=1, le=300)
+    evaluation_interval_s: float = Field(15.0, ge=1, le=300)
 
 
 class AlertingSettings(_Model):
@@ -122,6 +139,7 @@ class Settings(_Model):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     chaos: ChaosSettings = Field(default_factory=ChaosSettings)
     slo: SloSettings = Field(default_factory=SloSettings)
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     alerting: AlertingSettings = Field(default_factory=AlertingSettings)
     build: BuildSettings = Field(default_factory=BuildSettings)
     images: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_IMAGES))
@@ -155,6 +173,17 @@ class Settings(_Model):
             if info.field_name == "images" and not str(text).strip():
                 raise ValueError(f"{key}: an image name is needed")
         return value
+
+    @model_validator(mode="after")
+    def _windows_hold_two_scrapes(self) -> Settings:
+        # rate() needs two samples in its window; the shortest rule window is 5m scaled.
+        shortest = 300 * self.slo.window_scale
+        if shortest < 2 * self.prometheus.scrape_interval_s:
+            raise ValueError(
+                f"slo.window_scale {self.slo.window_scale:g} makes the shortest rule window "
+                f"{shortest:g}s, less than two scrapes of {self.prometheus.scrape_interval_s:g}s"
+                ": lower prometheus.scrape_interval_s or raise slo.window_scale")
+        return self
 
     @property
     def sources(self) -> dict[str, str]:
@@ -203,6 +232,8 @@ def load_settings(
             raise TradelabError(f"unknown setting {key} ({origin}): check the spelling; "
                                 "`tradelab config show` lists the settings") from None
         message = err["msg"].removeprefix("Value error, ")
+        if not key:  # a rule across settings (Settings' own validators)
+            raise TradelabError(f"invalid settings: {message}") from None
         raise TradelabError(f"invalid setting {key} ({origin}): {message}") from None
     settings._sources = {k: sources.get(k, "default") for k in settings.flat()}
     if settings.database_url and env.get(PASSWORD_FILE_ENV):
