@@ -103,6 +103,7 @@ def _register_all() -> None:
         chaos,
         config,
         db,
+        gameday,
         load,
         ops,
         render,
@@ -113,8 +114,8 @@ def _register_all() -> None:
         watch,
     )
 
-    for module in (stack, render, chaos, alerts, watch, runbook, ops, load, verify, db, serve,
-                   config):
+    for module in (stack, render, chaos, gameday, alerts, watch, runbook, ops, load, verify, db,
+                   serve, config):
         module.register(app)
 
 
