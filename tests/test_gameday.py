@@ -42,7 +42,7 @@ needs_prometheus = pytest.mark.skipif(
 # -- without a lab -------------------------------------------------------------------
 
 def test_one_bundled_scenario_per_catalogued_fault_each_naming_a_real_alert(tmp_path):
-    from tradelab.chaos import FAULTS
+    from tradelab.faults import FAULTS
     from tradelab.lab import Lab
     from tradelab.render import render
     from tradelab.settings import load_settings
@@ -97,7 +97,7 @@ def test_report_of_a_directory_without_a_journal(tmp_path):
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     from tradelab.lab import Lab
-    from tradelab.runtimes.local import LocalRuntime
+    from tradelab.orchestrator import down, up
     from tradelab.settings import load_settings
 
     root = tmp_path_factory.mktemp("gameday") / "lab"
@@ -109,12 +109,12 @@ def lab(tmp_path_factory):
         # No baseline failures: with 6s windows, 3 unlucky ones would page (docs/slo.md).
         "engine": {"baseline_failure_rate": 0.0},
     }))
-    runtime = LocalRuntime(load_settings(Lab(root), env={}), Lab(root))
+    settings = load_settings(Lab(root), env={})
     try:
-        runtime.up(timeout=180)
+        up(settings, Lab(root), "local", timeout=180)
         yield root
     finally:
-        runtime.down(volumes=True)
+        down(settings, Lab(root), "local", volumes=True)
         if MEASURED:
             print("\n| scenario | alert | detect | recover | reconciliation |")
             for name, r in MEASURED.items():

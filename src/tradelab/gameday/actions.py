@@ -14,7 +14,6 @@ out raises, so Chaos Toolkit marks the activity failed.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -244,13 +243,9 @@ def _sleep_with_progress(seconds: float, what: str) -> None:
 def _alive(pid: int, proc: subprocess.Popen | None) -> bool:
     if proc is not None:
         return proc.poll() is None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    from tradelab.host import pid_alive
+
+    return pid_alive(pid)
 
 
 def _params(entry: dict[str, Any]) -> str:

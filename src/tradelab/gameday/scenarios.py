@@ -75,6 +75,8 @@ def check_experiment(experiment: dict[str, Any], source: str) -> None:
     from chaoslib.exceptions import ChaosException
     from chaoslib.experiment import ensure_experiment_is_valid
 
+    from tradelab.faults import check_fault
+
     try:
         ensure_experiment_is_valid(experiment)
     except ChaosException as exc:
@@ -84,12 +86,5 @@ def check_experiment(experiment: dict[str, Any], source: str) -> None:
         if not isinstance(config.get(key), str) or not config[key]:
             raise TradelabError(f"{source}: its configuration needs {key!r} "
                                 "(the fault to inject and the alert that must detect it)")
-    _catalogued(config["fault"])
+    check_fault(config["fault"])
 
-
-def _catalogued(fault: str) -> None:
-    try:  # the catalogue's own module once the chaos split lands, else tradelab.chaos
-        from tradelab.faults import check_fault
-    except ImportError:
-        from tradelab.chaos import check_fault
-    check_fault(fault)

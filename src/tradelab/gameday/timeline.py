@@ -13,7 +13,6 @@ process, but a person may also run a probe or an action on its own.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +64,6 @@ class Timeline:
         self._write(data)
 
     def _write(self, data: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, self.path)  # a reader sees the old or the new timeline
+        from tradelab.files import write_atomic
+
+        write_atomic(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n")
