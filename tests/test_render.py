@@ -336,8 +336,8 @@ def test_compose_copies_secrets_per_reader_with_the_runtimes_owners(lab, tmp_pat
 
 
 def test_compose_builds_the_app_image_tradelab_up_builds(lab, tmp_path):
+    from tradelab.app_image import build_context_files, image_label
     from tradelab.const import LABEL_CONTEXT_HASH
-    from tradelab.runtimes.docker_image import build_context_files, image_label
 
     settings = load_settings(lab, env={}, flags={"build": {"base_image": "example/py:3"}})
     out = tmp_path / "out"

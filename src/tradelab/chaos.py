@@ -16,9 +16,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tradelab.chaos_state import ChaosStore, chaos_file_from_env
+from tradelab.chaos_state import store_for
 from tradelab.errors import TradelabError
-from tradelab.faults import Fault, check_fault
+from tradelab.faults import Action, Fault, check_fault
+from tradelab.orchestrator import act, restore, running_driver
 
 if TYPE_CHECKING:
     from tradelab.lab import Lab
@@ -45,8 +46,6 @@ def chaos_on(settings: Settings, lab: Lab, fault: str | None = None, rate: float
     if spec.kind == "runtime":
         if rate is not None or latency_ms is not None:
             raise TradelabError(f"fault {name} takes no --rate or --latency-ms")
-        from tradelab.orchestrator import act, running_driver
-
         act(running_driver(settings, lab), _action(spec, "on"), _service(spec))
     entry = store.enable(name, rate=rate, latency_ms=latency_ms, duration_s=duration_s)
     if spec.kind == "runtime" and duration_s is not None:
@@ -84,8 +83,6 @@ def chaos_off(settings: Settings, lab: Lab, fault: str | None = None,
             and fault not in undo:
         undo.append(fault)  # asked by name: restore the service even if the record is gone
     if undo:
-        from tradelab.orchestrator import restore, running_driver
-
         try:
             driver = running_driver(settings, lab)
         except TradelabError:
@@ -117,19 +114,13 @@ def end_overdue(settings: Settings, lab: Lab) -> list[str]:
     return ended
 
 
-def store_for(settings: Settings, lab: Lab) -> ChaosStore:
-    """The lab's chaos file, with the settings' default rate and latency."""
-    return ChaosStore(chaos_file_from_env(lab), default_rate=settings.chaos.default_rate,
-                      default_latency_ms=settings.chaos.default_latency_ms)
-
-
 def _service(spec: Fault) -> str:
     if spec.service is None:
         raise TradelabError(f"fault {spec.name} names no service to act on")
     return spec.service
 
 
-def _action(spec: Fault, which: str) -> Any:
+def _action(spec: Fault, which: str) -> Action:
     action = spec.on if which == "on" else spec.off
     if action is None:
         raise TradelabError(f"fault {spec.name} names no primitive to turn it {which}")

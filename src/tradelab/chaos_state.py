@@ -44,6 +44,7 @@ from tradelab.files import write_atomic
 
 if TYPE_CHECKING:
     from tradelab.lab import Lab
+    from tradelab.settings import Settings
 
 log = logging.getLogger("tradelab.chaos")
 
@@ -87,6 +88,12 @@ def chaos_file_from_env(lab: Lab | None = None) -> Path:
 
         lab = Lab.from_flag(None)
     return lab.chaos_file
+
+
+def store_for(settings: Settings, lab: Lab) -> ChaosStore:
+    """The lab's chaos file, with the settings' default rate and latency."""
+    return ChaosStore(chaos_file_from_env(lab), default_rate=settings.chaos.default_rate,
+                      default_latency_ms=settings.chaos.default_latency_ms)
 
 
 class ChaosStore:

@@ -10,7 +10,7 @@ runtime's way, and the document does them its own:
 
 - The app image: `tradelab up` builds it from the installed package. The compose
   file gives the app services a `build:` of the same context, rendered into
-  app-image/ (tradelab.runtimes.docker_image.build_context_files) and labelled with
+  app-image/ (tradelab.app_image.build_context_files) and labelled with
   the same context hash, so either tool's image satisfies the other.
 - Secrets: `tradelab up` copies each lab secret into the containers that read it,
   owned by the user the container runs as. Compose bind-mounts file secrets with the

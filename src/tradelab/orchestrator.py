@@ -18,9 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tradelab.alerts import AlertmanagerUnavailable, firing_alerts
+from tradelab.chaos_state import store_for
 from tradelab.errors import TradelabError
 from tradelab.faults import Action
 from tradelab.host import port_free
+from tradelab.render import render_stack
 from tradelab.runtimes import docker_available
 from tradelab.runtimes.base import (
     Check,
@@ -30,6 +33,8 @@ from tradelab.runtimes.base import (
     ServiceStatus,
     unsupported,
 )
+from tradelab.runtimes.docker import DockerRuntime
+from tradelab.runtimes.local import LocalRuntime
 
 if TYPE_CHECKING:
     from tradelab.lab import Lab
@@ -49,12 +54,8 @@ def select_driver(settings: Settings, lab: Lab, kind: str | None = None,
     if kind == "auto":
         kind = RuntimeKind.DOCKER if docker_available() else RuntimeKind.LOCAL
     if kind == RuntimeKind.DOCKER:
-        from tradelab.runtimes.docker import DockerRuntime
-
         return DockerRuntime(settings, lab, echo=echo)
     if kind == RuntimeKind.LOCAL:
-        from tradelab.runtimes.local import LocalRuntime
-
         return LocalRuntime(settings, lab, echo=echo)
     raise TradelabError(f"unknown runtime {kind!r}: use auto, docker or local")
 
@@ -102,8 +103,6 @@ def up(settings: Settings, lab: Lab, runtime: str | None = None,
 
 def render_for(driver: Driver, settings: Settings, lab: Lab, names: list[str]) -> None:
     """Write what the services `names` read (configs, the app image's build context)."""
-    from tradelab.render import render_stack
-
     render_stack(driver.stack.subset(names), settings, lab, driver.stack.rendered_dir)
 
 
@@ -223,8 +222,6 @@ class StatusReport:
 def status(settings: Settings, lab: Lab) -> StatusReport:
     """Every service of the running lab (or, with none, what `up` would start, all missing),
     the chaos faults on, and the alerts firing in Alertmanager."""
-    from tradelab.chaos import store_for
-
     try:
         driver = running_driver(settings, lab)
     except TradelabError:
@@ -236,8 +233,6 @@ def status(settings: Settings, lab: Lab) -> StatusReport:
 
 def _firing_alerts(settings: Settings, services: list[ServiceStatus]
                    ) -> list[dict[str, Any]] | None:
-    from tradelab.alerts import AlertmanagerUnavailable, firing_alerts
-
     if not any(s.name == "alertmanager" and s.state is ServiceState.RUNNING for s in services):
         return None
     try:

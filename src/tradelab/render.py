@@ -44,6 +44,7 @@ from typing import Any
 import yaml
 
 from tradelab import runbooks, slo_policy
+from tradelab.app_image import build_context_files, image_label
 from tradelab.const import ALL_SERVICES
 from tradelab.durations import parse_duration
 from tradelab.errors import TradelabError
@@ -193,8 +194,6 @@ def render_files(settings, lab, stack: Stack) -> dict[str, bytes]:
     label = None
     if stack.runtime == "docker" and any(svc.app for svc in stack.services.values()):
         # Rule 4: the app image's build context, for the compose file's `build:`.
-        from tradelab.runtimes.docker_image import build_context_files, image_label
-
         context_files = build_context_files()
         label = image_label(context_files, stack.base_image)
         files.update({f"{BUILD_CONTEXT}/{rel}": data for rel, data in context_files.items()})

@@ -82,7 +82,8 @@ def status_cli(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The faults on now, with their parameters, since when and time left."""
-    from tradelab.chaos import end_overdue, store_for
+    from tradelab.chaos import end_overdue
+    from tradelab.chaos_state import store_for
     from tradelab.durations import format_duration
 
     settings, lab = settings_from(ctx), lab_from(ctx)

@@ -16,19 +16,15 @@ builds from too; without one, a temporary context is written.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from tradelab.app_image import build_context_files, image_label
 from tradelab.const import LABEL_CONTEXT_HASH
 from tradelab.errors import TradelabError
 
-# Run by other processes than the app containers (local runtime, load generator):
-# leaving them out keeps the image small and its build quick.
-IMAGE_EXCLUDED_DEPS = {"pgserver", "locust", "supervisor"}
 _UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30}
 
 
@@ -162,73 +158,12 @@ def _read_context(folder: Path) -> dict[str, bytes]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def build_context_files() -> dict[str, bytes]:
-    """The app image's build context (relative posix path -> content): the Dockerfile
-    shipped as package data, requirements.txt and pkg/ (the installed package with a
-    minimal pyproject.toml). Also rendered beside the compose file (`tradelab render`)."""
-    import tradelab
-
-    dist = importlib.metadata.distribution("tradelab")
-    pkg_dir = Path(tradelab.__file__).resolve().parent
-    deps = [r for r in (dist.requires or []) if "extra ==" not in r]
-    # setuptools + wheel so the package installs with --no-build-isolation (no second fetch).
-    reqs = ["setuptools>=68", "wheel"] + [r for r in deps if _dist_name(r) not in
-                                           IMAGE_EXCLUDED_DEPS]
-    scripts = {ep.name: ep.value for ep in dist.entry_points if ep.group == "console_scripts"}
-    files = {
-        "Dockerfile": (pkg_dir / "Dockerfile").read_bytes(),
-        "requirements.txt": ("\n".join(reqs) + "\n").encode(),
-        "pkg/pyproject.toml": _pyproject(dist.version, deps, scripts).encode(),
-    }
-    for path in sorted(pkg_dir.rglob("*")):
-        rel = path.relative_to(pkg_dir)
-        if path.is_file() and not any(part == "__pycache__" or part.endswith(".egg-info")
-                                       for part in rel.parts) and path.suffix != ".pyc":
-            files[f"pkg/tradelab/{rel.as_posix()}"] = path.read_bytes()
-    return dict(sorted(files.items()))
-
-
-def context_hash(files: dict[str, bytes]) -> str:
-    digest = hashlib.sha256()
-    for rel, content in sorted(files.items()):
-        digest.update(rel.encode() + b"\0" + content)
-    return digest.hexdigest()[:16]
-
-
-def image_label(files: dict[str, bytes], base_image: str) -> str:
-    """The value of LABEL_CONTEXT_HASH for an app image built from `files` on `base_image`."""
-    return _hash_with(context_hash(files), base_image)
-
-
 def memory_bytes(text: str) -> int:
     """'512m' -> 536870912 (the units Docker accepts for memory limits)."""
     match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([bkmg]?)b?", str(text).strip().lower())
     if not match:
         raise TradelabError(f"invalid memory limit {text!r}: use e.g. 256m or 1g")
     return int(float(match.group(1)) * _UNITS[match.group(2)])
-
-
-def _pyproject(version: str, deps: list[str], scripts: dict[str, str]) -> str:
-    def toml_list(items: list[str]) -> str:
-        return "[" + ", ".join(f'"{i}"' for i in items) + "]"
-
-    return "\n".join([
-        "[build-system]", 'requires = ["setuptools>=68"]',
-        'build-backend = "setuptools.build_meta"', "",
-        "[project]", 'name = "tradelab"', f'version = "{version}"',
-        'requires-python = ">=3.11"', f"dependencies = {toml_list(deps)}", "",
-        "[project.scripts]", *(f'{k} = "{v}"' for k, v in sorted(scripts.items())), "",
-        "[tool.setuptools.packages.find]", 'where = ["."]', 'include = ["tradelab*"]', "",
-        "[tool.setuptools.package-data]", 'tradelab = ["**/*"]', "",
-    ])
-
-
-def _dist_name(requirement: str) -> str:
-    return re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0].lower()
-
-
-def _hash_with(context_hash: str, base_image: str) -> str:
-    return hashlib.sha256(f"{context_hash}:{base_image}".encode()).hexdigest()[:16]
 
 
 def _split_ref(ref: str) -> tuple[str, str]:
