@@ -74,7 +74,7 @@ class ActiveFault:
             "latency_ms": self.latency_ms,
             "since": _iso(self.since),
             "until": _iso(self.until) if self.until else None,
-            "remaining_s": None if self.until is None else round(self.remaining_s(), 1),
+            "remaining_s": None if (left := self.remaining_s()) is None else round(left, 1),
             "source": self.source,
         }
 

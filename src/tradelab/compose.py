@@ -49,7 +49,7 @@ def compose_document(stack: Stack, context_label: str | None = None) -> dict[str
                             "--runtime docker")
     build = _build(stack, context_label)
     services = {name: _service(svc, build) for name, svc in stack.services.items()}
-    volumes = {key: {} for key in stack.volumes}
+    volumes: dict[str, dict[str, Any]] = {key: {} for key in stack.volumes}
     readers = [svc for svc in stack.services.values() if svc.secrets]
     if readers:
         services[SECRETS_INIT] = _secrets_init(readers, build)

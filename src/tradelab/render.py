@@ -55,6 +55,7 @@ from tradelab.stack import (
     SLACK_SECRET,
     USER_DB_SECRET,
     WEBHOOK_SECRET,
+    Runtime,
     Stack,
     build_stack,
 )
@@ -243,7 +244,7 @@ def vendored_files(distribution: str, prefix: str) -> dict[str, bytes]:
     return out
 
 
-def render(settings, lab, out: Path | None = None, runtime: str = "docker",
+def render(settings, lab, out: Path | None = None, runtime: Runtime = "docker",
            stack: Stack | None = None) -> list[Path]:
     """Write the rendered tree to `out` (default <lab>/rendered); return the files written."""
     stack = stack or build_stack(settings, lab, runtime)

@@ -338,7 +338,7 @@ def _env_name(key: str) -> str:
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     defaults = _flatten(Settings().model_dump())
-    flat = {}
+    flat: dict[str, Any] = {}
     for name, raw in env.items():
         if not name.startswith(ENV_PREFIX):
             continue

@@ -420,6 +420,7 @@ class _Builder:
 
     def _http_check(self, port: Port, path: str, tool: str = "wget") -> Healthcheck:
         url = f"http://127.0.0.1:{port.container}{path}"
+        test: tuple[str, ...]
         if tool == "python":
             test = ("CMD", "python3", "-c",
                     f"import urllib.request; urllib.request.urlopen({url!r}, timeout=3)")

@@ -24,7 +24,7 @@ them (operator role) and the tests can plant any defect.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,8 +34,8 @@ INVARIANT_KINDS = ("left_new", "broken_trail", "outside_limit")
 Found = tuple[str, Mapping[str, Any], str]
 
 
-def check_invariants(trades: list[Mapping[str, Any]],
-                     events_by_trade: Mapping[int, list[Mapping[str, Any]]],
+def check_invariants(trades: Sequence[Mapping[str, Any]],
+                     events_by_trade: Mapping[int, Sequence[Mapping[str, Any]]],
                      healthy_for_s: float) -> list[Found]:
     found: list[Found] = []
     found += left_new(trades, events_by_trade, healthy_for_s)
@@ -49,13 +49,13 @@ def check_invariants(trades: list[Mapping[str, Any]],
     return found
 
 
-def left_new(trades: list[Mapping[str, Any]],
-             events_by_trade: Mapping[int, list[Mapping[str, Any]]],
+def left_new(trades: Sequence[Mapping[str, Any]],
+             events_by_trade: Mapping[int, Sequence[Mapping[str, Any]]],
              healthy_for_s: float) -> list[Found]:
     """NEW trades the engine passed by for `healthy_for_s` (see the module docstring)."""
-    finished = sorted((t["created_at"], _final_time(events_by_trade.get(t["id"], [])))
-                      for t in trades if t["status"] != "NEW")
-    finished = [(born, done) for born, done in finished if done is not None]
+    ends = sorted((t["created_at"], _final_time(events_by_trade.get(t["id"], [])))
+                  for t in trades if t["status"] != "NEW")
+    finished = [(born, done) for born, done in ends if done is not None]
     births = [born for born, _ in finished]
     latest_after = _suffix_max([done for _, done in finished])
     grace = timedelta(seconds=healthy_for_s)
@@ -74,7 +74,7 @@ def left_new(trades: list[Mapping[str, Any]],
     return found
 
 
-def trail_problem(trade: Mapping[str, Any], events: list[Mapping[str, Any]]) -> str | None:
+def trail_problem(trade: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> str | None:
     """What is wrong with this trade's event trail, or None."""
     if not events:
         return "no events at all (not even received)"

@@ -33,7 +33,7 @@ def prepare_multiproc_dir() -> Path:
         os.environ[MULTIPROC_ENV] = str(path)
     values = sys.modules.get("prometheus_client.values")
     if values is not None:  # imported too early: switch it to multiprocess values now
-        values.ValueClass = values.get_value_class()
+        values.ValueClass = values.get_value_class()  # type: ignore[attr-defined]
     return path
 
 

@@ -31,7 +31,8 @@ MIN_LIMIT_PRICE = 0.0001  # the smallest positive price with 4 decimals
 
 def _at_most_4_decimals(value: float | None) -> float | None:
     # repr() is the shortest text that reads back as the same float: what the client sent.
-    if value is not None and Decimal(repr(value)).as_tuple().exponent < -PRICE_DECIMALS:
+    exponent = Decimal(repr(value)).as_tuple().exponent if value is not None else 0
+    if isinstance(exponent, int) and exponent < -PRICE_DECIMALS:
         raise ValueError(f"at most {PRICE_DECIMALS} decimal places")
     return value
 

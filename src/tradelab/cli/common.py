@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -62,7 +62,7 @@ def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
 
 
-def print_table(rows: list[Mapping[str, Any]], headers: list[str] | None = None) -> None:
+def print_table(rows: Sequence[Mapping[str, Any]], headers: list[str] | None = None) -> None:
     from tabulate import tabulate
 
     if not rows:

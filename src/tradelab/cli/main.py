@@ -17,7 +17,7 @@ import typer
 try:  # typer >= 0.29 ships its own copy of click; older releases use click itself
     from typer._click import exceptions as click_errors
 except ImportError:  # pragma: no cover
-    from click import exceptions as click_errors
+    from click import exceptions as click_errors  # type: ignore[no-redef]
 
 from tradelab import __version__
 from tradelab.cli.common import PlainHelpGroup
@@ -30,9 +30,9 @@ class _Group(PlainHelpGroup):
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):  # noqa: D102
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[misc]
         try:
-            rv = super().main(*args, standalone_mode=False, **kwargs)
+            rv = super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[misc]
         except click_errors.NoArgsIsHelpError as exc:
             typer.echo(exc.ctx.get_help())
             sys.exit(0)

@@ -72,7 +72,7 @@ def with_role(url: str, user: str, password: str) -> str:
     if params.get("user") == user:
         return url
     params.update(user=user, password=password)
-    return make_conninfo(**{k: v for k, v in params.items() if v is not None})
+    return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
 
 
 # A password given as a parameter: "?password=…" in a URL, "password=…" in a
@@ -109,7 +109,7 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def explain(exc: Exception, url: str) -> str:
+def explain(exc: BaseException, url: str) -> str:
     """One line saying what went wrong connecting to `url` and what to check."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     where = redact(url)

@@ -21,7 +21,8 @@ _LOCK_ID = 0x7472_6164_656C  # "tradel"
 def available() -> list[tuple[str, str]]:
     """(version, sql) of every bundled migration, in order."""
     folder = resources.files("tradelab.db") / "migrations"
-    files = sorted(f for f in folder.iterdir() if f.name.endswith(".sql"))
+    files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")),
+                   key=lambda f: f.name)
     return [(f.name.removesuffix(".sql"), f.read_text()) for f in files]
 
 

@@ -119,7 +119,7 @@ def symbols(environment) -> list[str]:
 
 
 def new_order(symbol_list: list[str]) -> dict:
-    order = {
+    order: dict[str, object] = {
         "client_order_id": f"load-{uuid.uuid4().hex}",
         "symbol": random.choice(symbol_list),
         "side": random.choice(("BUY", "SELL")),
@@ -202,6 +202,6 @@ def _describe(resp) -> str:
 
 def _retry_after(value: str | None) -> float:
     try:
-        return min(max(float(value), 0.1), MAX_RETRY_AFTER_S)
+        return min(max(float(value or ""), 0.1), MAX_RETRY_AFTER_S)
     except (TypeError, ValueError):
         return 1.0  # absent, or an HTTP date: a short pause is a safe guess

@@ -19,6 +19,7 @@ before, data volumes included: the lab is never left half made.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import sys
@@ -376,9 +377,9 @@ class DockerRuntime:
             return
         self.echo("up failed: removing what it created (existing data volumes are kept)")
         for container in reversed(created.containers):
-            _quietly(lambda c=container: _remove(c))
+            _quietly(functools.partial(_remove, container))
         for name in created.volumes:
-            _quietly(lambda n=name: self.client.volumes.get(n).remove(force=True))
+            _quietly(functools.partial(self._remove_volume, name))
         if created.network:
             _quietly(lambda: self.client.networks.get(created.network).remove())
 
@@ -410,6 +411,9 @@ class DockerRuntime:
         for c in self.containers():
             found.setdefault(c.labels.get(LABEL_SERVICE, ""), []).append(c)
         return [self._status_of(name, found.get(name, [])) for name in self.stack.services]
+
+    def _remove_volume(self, name: str) -> None:
+        self.client.volumes.get(name).remove(force=True)
 
     def _status_of(self, name: str, containers: list) -> ServiceStatus:
         url = self.stack.url(name)

@@ -27,7 +27,7 @@ from tradelab.const import DOCKER_ONLY_SERVICES
 from tradelab.db.cluster import PostgresCluster
 from tradelab.runtimes.local_postgres import postgres_program, server_bindir
 from tradelab.runtimes.supervisor import Program
-from tradelab.stack import DB_NAME, Service, build_stack
+from tradelab.stack import DB_NAME, Service, Stack, build_stack
 
 HOST = "127.0.0.1"
 __all__ = ["DB_NAME", "HOST", "Plan", "build_plan", "probe"]
@@ -72,7 +72,7 @@ class LocalService:
 
 @dataclass
 class Plan:
-    stack: object
+    stack: Stack
     by_name: dict[str, LocalService]
     cluster: PostgresCluster
     multiproc_dir: Path
@@ -241,7 +241,7 @@ _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 def probe(service: LocalService, settings, lab, timeout: float = 2.0) -> bool:
     """One health check of a running service, from this machine."""
-    if service.name == "postgres":
+    if service.name == "postgres" and service.probe_port is not None:
         return _postgres_ready(service.probe_port, lab, timeout)
     if service.probe_port is None:
         return True  # no check declared: running is all we can know

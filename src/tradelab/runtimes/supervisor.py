@@ -77,7 +77,7 @@ class Supervisor:
     def render_config(self, programs: list[Program]) -> str:
         """supervisord.conf for `programs`: every program starts only when asked."""
         conf = configparser.RawConfigParser()
-        conf.optionxform = str  # keep option names as written
+        conf.optionxform = str  # type: ignore[assignment,method-assign]  # keep names as written
         conf["unix_http_server"] = {"file": _q(self.socket), "chmod": "0700"}
         conf["supervisord"] = {
             "logfile": _q(self.logs_dir / "supervisord.log"),
