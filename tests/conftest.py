@@ -110,16 +110,20 @@ def images():
     return STAND_INS
 
 
+# A skip whose reason names one of these fails in CI: CI runs as root with all of them.
+REQUIRED_IN_CI = ("docker", "promtool", "prometheus", "alertmanager", "amtool", "stand-in",
+                  "locust", "root", "compose")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Where CI promises the real components (TRADELAB_REQUIRE_REAL=1, set by .ci/run),
-    a test skipped for want of one (Docker engine, promtool, prometheus) fails instead:
-    a green CI run then means the Docker tests really ran."""
+    a test skipped for want of one (Docker engine, promtool, prometheus, Locust, root)
+    fails instead: a green CI run then means the Docker and Locust tests really ran."""
     outcome = yield
     report = outcome.get_result()
     if report.skipped and os.environ.get("TRADELAB_REQUIRE_REAL") == "1" and call.excinfo:
         reason = str(call.excinfo.value)
-        if any(word in reason.lower() for word in ("docker", "promtool", "prometheus",
-                                                    "alertmanager", "stand-in")):
+        if any(word in reason.lower() for word in REQUIRED_IN_CI):
             report.outcome = "failed"
             report.longrepr = f"required component missing in CI: {reason}"

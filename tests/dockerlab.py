@@ -10,13 +10,13 @@ be had here: run without them (WITHOUT).
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
-import pytest
 import requests
 import yaml
 from conftest import free_port
+from support.polling import poll as support_poll
+from support.polling import wait_for
 from typer.testing import CliRunner
 
 from tradelab.cli.main import app
@@ -105,30 +105,16 @@ class Lab:
 
 
 def until(what: str, check, timeout: float = 60, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except (requests.RequestException, ValueError) as exc:
-            last = exc
-        time.sleep(every)
-    pytest.fail(f"timed out waiting for {what}; last: {last!r}")
+    """check()'s first true value (HTTP errors and bad JSON count as "not yet")."""
+    return wait_for(check, timeout, what, every=every, ignore=_NOT_YET)
 
 
 def poll(check, timeout: float, every: float = 1):
     """check()'s first true value within `timeout`, else None."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if value := check():
-                return value
-        except (requests.RequestException, ValueError):
-            pass
-        time.sleep(every)
-    return None
+    return support_poll(check, timeout, every=every, ignore=_NOT_YET)
+
+
+_NOT_YET = (requests.RequestException, ValueError)
 
 
 def order(lab: Lab, key: str) -> requests.Response:

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 import requests
-from apiserver import ApiServer
+from support.api import ApiServer
 from typer.testing import CliRunner
 
 from tradelab.chaos_state import ChaosStore

@@ -9,8 +9,8 @@ import threading
 
 import pytest
 import requests
-from apiserver import ApiServer
 from conftest import free_port
+from support.api import ApiServer
 
 from tradelab.app.api import create_app
 from tradelab.lab import Lab

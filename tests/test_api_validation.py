@@ -166,7 +166,7 @@ def test_validator_accepts_exactly_valid_orders_and_round_trips(data):
 # -- schemathesis: fuzz the running server from its own OpenAPI document -----------------
 
 def test_schemathesis_finds_no_server_errors(db, tmp_path):
-    from apiserver import ApiServer
+    from support.api import ApiServer
 
     with ApiServer(db.app_url, tmp_path / "api", workers=2) as api:
         result = subprocess.run(

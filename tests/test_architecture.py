@@ -6,6 +6,7 @@ plants an upward import in a copy of the package shows the contract can fail.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -70,3 +71,22 @@ def test_help_imports_no_heavy_package():
                             timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_skip_for_want_of_locust_or_root_fails_in_ci(tmp_path):
+    """As a skip for want of Docker does: a green CI run means those tests really ran."""
+    shutil.copy(ROOT / "tests" / "conftest.py", tmp_path / "conftest.py")
+    (tmp_path / "test_skips.py").write_text(
+        "import pytest\n\n"
+        "def test_needs_locust():\n    pytest.skip('locust not on PATH')\n\n"
+        "def test_needs_root():\n    pytest.skip('only root runs the server as another user')\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADELAB_")}
+    outcomes = {}
+    for required in ("0", "1"):
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+            cwd=tmp_path, env={**env, "TRADELAB_REQUIRE_REAL": required},
+            capture_output=True, text=True, timeout=120)
+        outcomes[required] = result.stdout.strip().splitlines()[-1]
+    assert "2 skipped" in outcomes["0"], outcomes
+    assert "2 failed" in outcomes["1"], outcomes

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from support.cli import invoke
+from support.polling import wait_for
 
 from tradelab.chaos_state import (
     ChaosCollector,
@@ -19,21 +20,9 @@ from tradelab.chaos_state import (
     ChaosStore,
     chaos_file_from_env,
 )
-from tradelab.cli.main import app
 from tradelab.errors import TradelabError
 from tradelab.faults import FAULTS
 from tradelab.lab import Lab
-
-runner = CliRunner()
-
-
-def wait_for(predicate, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture
@@ -192,7 +181,7 @@ def test_chaos_file_from_env(tmp_path, monkeypatch):
 # -- CLI ---------------------------------------------------------------------------------------
 
 def cli(lab_dir, *args):
-    return runner.invoke(app, ["--lab-dir", str(lab_dir), "chaos", *args])
+    return invoke("--lab-dir", str(lab_dir), "chaos", *args)
 
 
 def status(lab_dir) -> dict[str, dict]:

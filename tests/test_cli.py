@@ -16,29 +16,12 @@ import psycopg
 import pytest
 import yaml
 from conftest import free_port
+from support.cli import invoke, run
 from test_ops import CHAOS, TIMEOUT, add_trade
-from typer.testing import CliRunner
 
 from tradelab import __version__
-from tradelab.cli.main import app
 from tradelab.db.cluster import PostgresCluster
 from tradelab.db.migrate import available, latest_version
-
-runner = CliRunner()
-
-
-def invoke(*args: str, env: dict | None = None):
-    return runner.invoke(app, list(args), env=env)
-
-
-def run(*args: str, env: dict | None = None, timeout: float = 120,
-        module: bool = True) -> subprocess.CompletedProcess:
-    """`python -m tradelab ARGS` (or the `tradelab` console script) in a subprocess."""
-    cmd = [sys.executable, "-m", "tradelab", *args] if module else [
-        shutil.which("tradelab") or pytest.fail("console script `tradelab` not on PATH"), *args]
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("TRADELAB_")}
-    full_env.update(env or {})
-    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout)
 
 
 def assert_one_line_error(result, contains: str) -> None:

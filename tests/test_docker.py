@@ -44,7 +44,7 @@ from tradelab.cli.main import app
 
 
 @pytest.fixture(scope="module")
-def lab(images, tmp_path_factory):
+def docker_lab(images, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         for key in list(os.environ):
             if key.startswith("TRADELAB_"):
@@ -59,39 +59,41 @@ def lab(images, tmp_path_factory):
 pytestmark = pytest.mark.docker
 
 
-def test_up_brings_every_service_to_healthy(lab):
+def test_up_brings_every_service_to_healthy(docker_lab):
     started = time.monotonic()
-    result = lab.run("up", "--runtime", "docker", "--without", WITHOUT, "--timeout", "5m")
+    result = docker_lab.run("up", "--runtime", "docker", "--without", WITHOUT, "--timeout", "5m")
     print(f"\nup -> all healthy in {time.monotonic() - started:.1f}s", file=sys.stderr)
     assert "Grafana login" in result.stdout and "grafana_admin_password" in result.stdout
-    by_name = lab.assert_running()
+    by_name = docker_lab.assert_running()
     assert by_name["grafana"]["state"] == "missing"
-    assert by_name["api"]["url"] == lab.api
+    assert by_name["api"]["url"] == docker_lab.api
     assert by_name["prometheus"]["url"].startswith("http://127.0.0.1:")
 
 
-def test_orders_flow_and_the_engine_fills_them(lab):
-    resp = order(lab, f"dock-{uuid.uuid4().hex[:8]}")
+def test_orders_flow_and_the_engine_fills_them(docker_lab):
+    resp = order(docker_lab, f"dock-{uuid.uuid4().hex[:8]}")
     assert resp.status_code == 201, resp.text
     trade_id = resp.json()["id"]
-    lab.config["trade_id"] = trade_id
-    final = until("the engine to execute the trade", lambda: (
-        t := requests.get(f"{lab.api}/trades/{trade_id}", timeout=5).json())["status"] != "NEW"
-        and t)
+    docker_lab.config["trade_id"] = trade_id
+    def executed():
+        trade = requests.get(f"{docker_lab.api}/trades/{trade_id}", timeout=5).json()
+        return trade["status"] != "NEW" and trade
+
+    final = until("the engine to execute the trade", executed)
     assert final["status"] in ("FILLED", "REJECTED", "FAILED")
 
 
-def test_published_ports_bind_loopback_only(lab):
+def test_published_ports_bind_loopback_only(docker_lab):
     import docker
 
     for c in docker.from_env().containers.list(filters={"label": f"{LABEL_PROJECT}="
-                                                                 f"{lab.project}"}):
+                                                                 f"{docker_lab.project}"}):
         for bindings in (c.attrs["HostConfig"]["PortBindings"] or {}).values():
             assert all(b["HostIp"] == "127.0.0.1" for b in bindings), c.name
 
 
-def test_prometheus_scrapes_api_engine_and_the_locust_master(lab):
-    url = f"http://127.0.0.1:{lab.config['ports']['prometheus']}/api/v1/targets"
+def test_prometheus_scrapes_api_engine_and_the_locust_master(docker_lab):
+    url = f"http://127.0.0.1:{docker_lab.config['ports']['prometheus']}/api/v1/targets"
     jobs = ("api", "engine", "locust-master")
     health: dict = {}
 
@@ -109,23 +111,23 @@ def test_prometheus_scrapes_api_engine_and_the_locust_master(lab):
 # -- load on the lab's Locust master ------------------------------------------------------
 
 
-def _rows_of(lab: Lab, client_order_ids) -> int:
+def _rows_of(docker_lab: Lab, client_order_ids) -> int:
     import psycopg
 
     from tradelab.lab import Lab as LabDir
 
-    password = LabDir(lab.root).secret("postgres_password")
-    url = (f"postgresql://postgres:{password}@127.0.0.1:{lab.config['ports']['postgres']}"
+    password = LabDir(docker_lab.root).secret("postgres_password")
+    url = (f"postgresql://postgres:{password}@127.0.0.1:{docker_lab.config['ports']['postgres']}"
            "/tradelab")
     with psycopg.connect(url) as conn:
         return conn.execute("SELECT count(*) FROM trades WHERE client_order_id = ANY(%s)",
                             (sorted(client_order_ids),)).fetchone()[0]
 
 
-def test_load_on_the_lab_writes_a_ledger_that_matches_the_database(lab):
+def test_load_on_the_lab_writes_a_ledger_that_matches_the_database(docker_lab):
     from tradelab.loadtest._ledger import read_ledger
 
-    result = lab.run("load", "--users", "5", "--duration", "10s", "--json")
+    result = docker_lab.run("load", "--users", "5", "--duration", "10s", "--json")
     assert "note:" not in result.stderr, result.stderr  # the master ran TraderUser, steady
     summary = json.loads(result.stdout)
     assert summary["mode"] == "lab" and summary["failures"] == 0, summary
@@ -136,10 +138,10 @@ def test_load_on_the_lab_writes_a_ledger_that_matches_the_database(lab):
     acknowledged = summary["orders"]["acknowledged"]
     assert acknowledged == len(ledger.acknowledged) > 0
     assert ledger.unacknowledged == set()
-    assert _rows_of(lab, ledger.attempted) == acknowledged
+    assert _rows_of(docker_lab, ledger.attempted) == acknowledged
 
 
-def test_a_second_run_right_after_one_runs_and_progress_shows_its_rate(lab):
+def test_a_second_run_right_after_one_runs_and_progress_shows_its_rate(docker_lab):
     # Right after the run above, the lab's Locust (2.32) has no worker for a few
     # seconds: a /swarm then is ignored, and `load` must wait for the worker. Its stats
     # report the current rate under another key than the Locust installed here: the
@@ -148,7 +150,7 @@ def test_a_second_run_right_after_one_runs_and_progress_shows_its_rate(lab):
     from tradelab.load import LoadOptions, run_load
     from tradelab.settings import load_settings
 
-    lab_dir = LabDir.from_flag(str(lab.root))
+    lab_dir = LabDir.from_flag(str(docker_lab.root))
     seen = []
     result = run_load(load_settings(lab_dir), lab_dir, LoadOptions(users=5, spawn_rate=5,
                                                                    duration=8),
@@ -161,134 +163,135 @@ def test_a_second_run_right_after_one_runs_and_progress_shows_its_rate(lab):
     assert all(p.workers == 1 for p in running)
 
 
-def test_load_with_workers_scales_them_and_up_restores_the_setting(lab):
+def test_load_with_workers_scales_them_and_up_restores_the_setting(docker_lab):
     import docker
 
     def workers() -> list[str]:
         return sorted(c.name for c in docker.from_env().containers.list(filters={"label": [
-            f"{LABEL_PROJECT}={lab.project}", "com.docker.compose.service=locust-worker"]}))
+            f"{LABEL_PROJECT}={docker_lab.project}", "com.docker.compose.service=locust-worker"]}))
 
     assert len(workers()) == 1  # load_workers: 1
-    first = lab.ids()[f"{lab.project}-locust-worker-1"]
-    result = lab.run("load", "--users", "4", "--duration", "6s", "--workers", "2",
+    first = docker_lab.ids()[f"{docker_lab.project}-locust-worker-1"]
+    result = docker_lab.run("load", "--users", "4", "--duration", "6s", "--workers", "2",
                      "--user-type", "reader", "--profile", "spike", "--json")
     assert "note:" not in result.stderr, result.stderr  # the class picker took both
     summary = json.loads(result.stdout)
     assert summary["requests"] > 0 and summary["failures"] == 0, summary
     assert "GET /error" not in summary["by_endpoint"]  # only traders call it: readers ran
-    assert workers() == [f"{lab.project}-locust-worker-1", f"{lab.project}-locust-worker-2"]
-    assert lab.ids()[f"{lab.project}-locust-worker-1"] == first  # added to, not recreated
-    up = lab.run("up", "--runtime", "docker", "--without", WITHOUT, "--no-build")
+    worker = f"{docker_lab.project}-locust-worker"
+    assert workers() == [f"{worker}-1", f"{worker}-2"]
+    assert docker_lab.ids()[f"{worker}-1"] == first  # added to, not recreated
+    up = docker_lab.run("up", "--runtime", "docker", "--without", WITHOUT, "--no-build")
     assert "(fewer replicas)" in up.output, up.output
-    assert workers() == [f"{lab.project}-locust-worker-1"]
+    assert workers() == [f"{docker_lab.project}-locust-worker-1"]
 
 
-def test_logs_shows_the_service_json_lines(lab):
-    result = lab.run("logs", "api", "--tail", "20")
+def test_logs_shows_the_service_json_lines(docker_lab):
+    result = docker_lab.run("logs", "api", "--tail", "20")
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert lines and all(line["service"] == "api" for line in lines)
 
 
-def test_chaos_on_makes_failed_trades_investigate_failures_finds_them(lab):
-    assert chaos_failures(lab)
+def test_chaos_on_makes_failed_trades_investigate_failures_finds_them(docker_lab):
+    assert chaos_failures(docker_lab)
 
 
-def test_db_outage_gives_503_then_recovers_after_chaos_off(lab):
-    lab.run("chaos", "on", "db-outage")
+def test_db_outage_gives_503_then_recovers_after_chaos_off(docker_lab):
+    docker_lab.run("chaos", "on", "db-outage")
     try:
-        status = {s["name"]: s for s in lab.status()["services"]}["postgres"]
+        status = {s["name"]: s for s in docker_lab.status()["services"]}["postgres"]
         assert status["state"] == "exited"
         # (a list: a Response with a 5xx status is falsy)
         [resp] = until("a 503 while the database is down", lambda: (
-            r := order(lab, f"out-{uuid.uuid4().hex[:8]}")).status_code == 503 and [r],
+            r := order(docker_lab, f"out-{uuid.uuid4().hex[:8]}")).status_code == 503 and [r],
             timeout=30)
         assert "Retry-After" in resp.headers
     finally:
-        lab.run("chaos", "off")
+        docker_lab.run("chaos", "off")
     until("the API to accept orders again", lambda: order(
-        lab, f"back-{uuid.uuid4().hex[:8]}").status_code == 201, timeout=60)
+        docker_lab, f"back-{uuid.uuid4().hex[:8]}").status_code == 201, timeout=60)
 
 
-def test_kill_api_then_chaos_off_brings_it_back(lab):
-    lab.run("chaos", "on", "kill-api")
+def test_kill_api_then_chaos_off_brings_it_back(docker_lab):
+    docker_lab.run("chaos", "on", "kill-api")
     try:
-        api = {s["name"]: s for s in lab.status()["services"]}["api"]
+        api = {s["name"]: s for s in docker_lab.status()["services"]}["api"]
         assert api["state"] == "exited"
     finally:
-        lab.run("chaos", "off")
+        docker_lab.run("chaos", "off")
     until("the API to answer again", lambda: requests.get(
-        f"{lab.api}/healthz", timeout=3).status_code == 200, timeout=60)
+        f"{docker_lab.api}/healthz", timeout=3).status_code == 200, timeout=60)
 
 
-def test_pause_unpause_and_restart_are_real_on_docker(lab):
+def test_pause_unpause_and_restart_are_real_on_docker(docker_lab):
     from tradelab.lab import Lab as TradelabLab
     from tradelab.orchestrator import select_driver
     from tradelab.settings import load_settings
 
-    home = TradelabLab(lab.root)
+    home = TradelabLab(docker_lab.root)
     driver = select_driver(load_settings(home, env={}), home, "docker")
     before = driver.containers("api")[0].attrs["State"]["StartedAt"]
     driver.pause("api")
     try:
         assert driver.inspect("api").state == "paused"
-        assert {s["name"]: s for s in lab.status()["services"]}["api"]["state"] == "paused"
+        assert {s["name"]: s for s in docker_lab.status()["services"]}["api"]["state"] == "paused"
         with pytest.raises(requests.RequestException):
-            requests.get(f"{lab.api}/healthz", timeout=2)
+            requests.get(f"{docker_lab.api}/healthz", timeout=2)
     finally:
         driver.unpause("api")
     until("the API to answer after unpause", lambda: requests.get(
-        f"{lab.api}/healthz", timeout=3).status_code == 200, timeout=30)
+        f"{docker_lab.api}/healthz", timeout=3).status_code == 200, timeout=30)
     assert driver.containers("api")[0].attrs["State"]["StartedAt"] == before  # the same one
     driver.restart("api")
     assert driver.containers("api")[0].attrs["State"]["StartedAt"] != before
     until("the API to answer after restart", lambda: requests.get(
-        f"{lab.api}/healthz", timeout=3).status_code == 200, timeout=60)
+        f"{docker_lab.api}/healthz", timeout=3).status_code == 200, timeout=60)
     result = driver.exec("postgres", ["pg_isready", "-q", "-h", "127.0.0.1", "-U", "postgres"])
     assert result.exit_code == 0, result.output
 
 
-def test_second_up_changes_nothing(lab):
+def test_second_up_changes_nothing(docker_lab):
     # A first `up` takes in any change to the package since the lab came up (in a
     # shared work tree, others edit it); right after it, `up` must change nothing.
-    lab.run("up", "--runtime", "docker", "--without", WITHOUT)
-    before = lab.ids()
-    result = lab.run("up", "--runtime", "docker", "--without", WITHOUT)
-    assert lab.ids() == before, result.output
+    docker_lab.run("up", "--runtime", "docker", "--without", WITHOUT)
+    before = docker_lab.ids()
+    result = docker_lab.run("up", "--runtime", "docker", "--without", WITHOUT)
+    assert docker_lab.ids() == before, result.output
     assert "creating" not in result.output and "building" not in result.output, result.output
 
 
-def test_changed_setting_recreates_only_what_it_affects(lab):
-    before = lab.ids()
-    config = yaml.safe_load((lab.root / "tradelab.yaml").read_text())
+def test_changed_setting_recreates_only_what_it_affects(docker_lab):
+    before = docker_lab.ids()
+    config = yaml.safe_load((docker_lab.root / "tradelab.yaml").read_text())
     config["engine"] = {"order_rate": 3.0}
-    (lab.root / "tradelab.yaml").write_text(yaml.safe_dump(config))
-    lab.run("up", "--runtime", "docker", "--without", WITHOUT, "--no-build")
-    after = lab.ids()
+    (docker_lab.root / "tradelab.yaml").write_text(yaml.safe_dump(config))
+    docker_lab.run("up", "--runtime", "docker", "--without", WITHOUT, "--no-build")
+    after = docker_lab.ids()
     changed = {name for name in before if after.get(name) != before[name]}
-    assert changed == {f"{lab.project}-engine-1"}
+    assert changed == {f"{docker_lab.project}-engine-1"}
 
 
-def test_doctor_passes_while_the_lab_runs(lab):
-    result = lab.run("doctor", "--runtime", "docker")
+def test_doctor_passes_while_the_lab_runs(docker_lab):
+    result = docker_lab.run("doctor", "--runtime", "docker")
     assert "FAIL" not in result.stdout
     assert "ports.api" in result.stdout
 
 
-def test_down_then_up_keeps_the_data(lab):
-    trade_id = lab.config["trade_id"]
-    lab.run("down")
-    left = lab.leftovers()
+def test_down_then_up_keeps_the_data(docker_lab):
+    trade_id = docker_lab.config["trade_id"]
+    docker_lab.run("down")
+    left = docker_lab.leftovers()
     assert left["containers"] == [] and left["networks"] == []
     assert left["volumes"], "data volumes must survive `down`"
-    lab.run("up", "--runtime", "docker", "--without", WITHOUT, "--no-build")
-    resp = requests.get(f"{lab.api}/trades/{trade_id}", timeout=5)
+    docker_lab.run("up", "--runtime", "docker", "--without", WITHOUT, "--no-build")
+    resp = requests.get(f"{docker_lab.api}/trades/{trade_id}", timeout=5)
     assert resp.status_code == 200 and resp.json()["id"] == trade_id
 
 
-def test_down_volumes_leaves_nothing(lab):
-    lab.run("down", "--volumes")
-    assert lab.leftovers() == {"containers": [], "volumes": [], "networks": []}
-    assert lab.status()["services"][0]["state"] == "missing"
+def test_down_volumes_leaves_nothing(docker_lab):
+    docker_lab.run("down", "--volumes")
+    assert docker_lab.leftovers() == {"containers": [], "volumes": [], "networks": []}
+    assert docker_lab.status()["services"][0]["state"] == "missing"
 
 
 # -- failures a user meets ----------------------------------------------------------------
@@ -329,18 +332,19 @@ def test_two_settings_with_one_port_are_named_before_anything_is_created(images,
     for key in list(os.environ):
         if key.startswith("TRADELAB_"):
             monkeypatch.delenv(key)
-    lab = Lab(write_lab(tmp_path / "lab", f"tlsame-{uuid.uuid4().hex[:8]}"))
-    port = lab.config["ports"]["api"]
-    config = {**lab.config, "ports": {**lab.config["ports"], "prometheus": port}}
-    (lab.root / "tradelab.yaml").write_text(yaml.safe_dump(config))
-    doctor = lab.run("doctor", "--runtime", "docker", ok=False)
-    result = lab.run("up", "--runtime", "docker", "--without", WITHOUT, "--no-build", ok=False)
+    docker_lab = Lab(write_lab(tmp_path / "lab", f"tlsame-{uuid.uuid4().hex[:8]}"))
+    port = docker_lab.config["ports"]["api"]
+    config = {**docker_lab.config, "ports": {**docker_lab.config["ports"], "prometheus": port}}
+    (docker_lab.root / "tradelab.yaml").write_text(yaml.safe_dump(config))
+    doctor = docker_lab.run("doctor", "--runtime", "docker", ok=False)
+    result = docker_lab.run("up", "--runtime", "docker", "--without", WITHOUT, "--no-build",
+                            ok=False)
     assert result.exit_code == 1
     message = (f"api and prometheus would both publish port {port} "
                "(ports.api = ports.prometheus)")
     assert f"error: {message}" in result.output, result.output
     assert message in doctor.output, doctor.output
-    assert lab.leftovers() == {"containers": [], "volumes": [], "networks": []}
+    assert docker_lab.leftovers() == {"containers": [], "volumes": [], "networks": []}
 
 
 def test_unreachable_docker_is_one_line(tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ import pytest
 import requests
 from conftest import free_port
 from prometheus_client.parser import text_string_to_metric_families
+from support.polling import wait_for
 
 from tradelab.app.engine import Engine, EngineMetrics
 from tradelab.app.exchange import CHAOS_MESSAGE, Order, SimulatedExchange
@@ -28,16 +29,6 @@ from tradelab.settings import load_settings
 
 def settings(**flags):
     return load_settings(None, flags=flags, env={})
-
-
-def wait_for(predicate, timeout=30.0, interval=0.1, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def query(url, sql, params=()):

@@ -73,7 +73,7 @@ def api(pg, tmp_path_factory):
 
 
 @pytest.fixture
-def lab(lab_dir, monkeypatch):
+def lab_without_master(lab_dir, monkeypatch):
     # The lab's own Locust master port must not answer, so runs are local.
     monkeypatch.setenv("TRADELAB_PORTS__LOCUST", str(free_port()))
     return lab_dir
@@ -85,7 +85,7 @@ def _count_trades(database, client_order_ids) -> int:
                             (list(client_order_ids),)).fetchone()[0]
 
 
-def test_headless_run_at_20_users_matches_the_ledger_and_the_database(api, lab):
+def test_headless_run_at_20_users_matches_the_ledger_and_the_database(api, lab_without_master):
     url, database = api
     result = CliRunner().invoke(app, ["load", "--host", url, "--users", "20", "--spawn-rate",
                                       "20", "--duration", "10s", "--json"])
@@ -111,9 +111,10 @@ def test_headless_run_at_20_users_matches_the_ledger_and_the_database(api, lab):
     assert {k: rows[k] for k in ledger.acknowledged} == ledger.acknowledged
 
 
-def test_master_metrics_are_scraped_by_prometheus_and_stop_ends_the_run(api, lab, tmp_path):
+def test_master_metrics_are_scraped_by_prometheus_and_stop_ends_the_run(api, lab_without_master,
+                                                                        tmp_path):
     url, _database = api
-    home = lab
+    home = lab_without_master
     env = {**os.environ, "TRADELAB_HOME": str(home)}
     run = subprocess.Popen(
         [sys.executable, "-m", "tradelab", "load", "--host", url, "--users", "6",
@@ -162,13 +163,13 @@ def test_master_metrics_are_scraped_by_prometheus_and_stop_ends_the_run(api, lab
             _stop(prometheus)
 
 
-def test_a_lab_master_is_driven_through_its_web_api(api, lab, tmp_path, monkeypatch):
+def test_a_lab_master_is_driven_through_its_web_api(api, lab_without_master, tmp_path, monkeypatch):
     # A master and a worker as the lab runs them: every scenario, the class picker,
     # the worker's ledger in <lab>/state/load.
     url, database = api
     loadtest = Path(load.__file__).parent / "loadtest"
     web, bus = free_port(), free_port()
-    env = {**os.environ, "TRADELAB_LOAD_LEDGER_DIR": str(lab / "state" / "load")}
+    env = {**os.environ, "TRADELAB_LOAD_LEDGER_DIR": str(lab_without_master / "state" / "load")}
     locust = [sys.executable, "-m", "locust", "-f", str(loadtest)]
     procs = [subprocess.Popen([*locust, "--master", "--class-picker", "--host", url,
                                "--web-host", "127.0.0.1", "--web-port", str(web),
@@ -219,7 +220,7 @@ def _start_prometheus(master_url: str, tmp_path: Path) -> tuple[subprocess.Popen
     return proc, prom_url
 
 
-def test_a_503_is_retried_with_the_same_key_and_fails_the_run(pg, lab, tmp_path):
+def test_a_503_is_retried_with_the_same_key_and_fails_the_run(pg, lab_without_master, tmp_path):
     # An api whose database does not answer: every order gets 503 + Retry-After.
     proc, url = _start_api(f"postgresql://nobody:x@127.0.0.1:{free_port()}/none",
                            tmp_path / "home", TRADELAB_API__DB_TIMEOUT_S="0.2")
@@ -237,7 +238,7 @@ def test_a_503_is_retried_with_the_same_key_and_fails_the_run(pg, lab, tmp_path)
     assert summary["by_endpoint"]["POST /trades"]["requests"] > len(ledger.attempted)
 
 
-def test_an_unreachable_host_is_one_clear_line(lab):
+def test_an_unreachable_host_is_one_clear_line(lab_without_master):
     host = f"http://127.0.0.1:{free_port()}"
     result = CliRunner().invoke(app, ["load", "--host", host, "--duration", "5s"])
     assert result.exit_code == 1
@@ -245,7 +246,7 @@ def test_an_unreachable_host_is_one_clear_line(lab):
     assert result.stderr.startswith(f"error: cannot reach the target {host}")
 
 
-def test_status_and_stop_without_a_master_say_so(lab):
+def test_status_and_stop_without_a_master_say_so(lab_without_master):
     for command in (["load", "status"], ["load", "stop"]):
         result = CliRunner().invoke(app, command)
         assert result.exit_code == 1

@@ -23,6 +23,8 @@ import pytest
 import requests
 import yaml
 from conftest import free_port
+from support.cli import run
+from support.polling import wait_for
 
 from tradelab.errors import TradelabError
 from tradelab.lab import Lab
@@ -64,10 +66,7 @@ class LocalLab:
         return self.runtime().supervisor.process_info()[service]["pid"]
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TRADELAB_")}
-        env["TRADELAB_HOME"] = str(self.root)
-        return subprocess.run([sys.executable, "-m", "tradelab", *args], env=env,
-                              capture_output=True, text=True, timeout=120)
+        return run(*args, env={"TRADELAB_HOME": str(self.root)})
 
 
 def write_ports(root: Path) -> dict[str, int]:
@@ -92,16 +91,6 @@ def local_lab(tmp_path_factory):
         assert not outside.exists(), "down --volumes left the database behind"
         for label, seconds in lab.timings.items():
             print(f"\n[local runtime] {label} `up` to all healthy: {seconds:.1f}s")
-
-
-def wait_for(predicate, timeout: float = 60, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def ready(url: str) -> bool:

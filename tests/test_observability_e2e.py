@@ -107,7 +107,7 @@ class Processes:
 
 
 @pytest.fixture
-def lab(db, lab_dir, tmp_path):
+def running_stack(db, lab_dir, tmp_path):
     """api, engine, Locust (master + worker), Alertmanager and Prometheus, all running."""
     from tradelab.lab import Lab
     from tradelab.render import render
@@ -213,10 +213,10 @@ def _recorded_series(rules_dir: Path) -> list[str]:
     return out
 
 
-def test_chaos_pages_and_every_query_returns_data(lab, capsys):
+def test_chaos_pages_and_every_query_returns_data(running_stack, capsys):
     from tradelab.alerts import firing_alerts
 
-    prom, settings = lab["prom"], lab["settings"]
+    prom, settings = running_stack["prom"], running_stack["settings"]
     _wait("api and engine scraped", lambda: {r["metric"]["job"] for r in _query(
         prom, "up == 1")} >= {"api", "engine", "alertmanager", "prometheus"}, timeout=60)
     _wait("orders flowing and SLIs recorded", lambda: len(_query(
@@ -229,7 +229,8 @@ def test_chaos_pages_and_every_query_returns_data(lab, capsys):
             pytest.fail(f"{board}: {title}: {exc.read().decode()}")
 
     # tradelab chaos on: the default fault, exchange-errors at 0.6
-    result = subprocess.run([sys.executable, "-m", "tradelab", "chaos", "on"], env=lab["env"],
+    result = subprocess.run([sys.executable, "-m", "tradelab", "chaos", "on"],
+                            env=running_stack["env"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
     chaos_on = time.monotonic()
@@ -246,7 +247,8 @@ def test_chaos_pages_and_every_query_returns_data(lab, capsys):
         print(f"\nchaos on -> page firing in Prometheus: {fired_s:.1f}s; in Alertmanager: "
               f"{in_am_s:.1f}s (scrape and evaluation every {'1s' if FAST else '15s'})")
 
-    cli = subprocess.run([sys.executable, "-m", "tradelab", "alerts", "--json"], env=lab["env"],
+    cli = subprocess.run([sys.executable, "-m", "tradelab", "alerts", "--json"],
+                         env=running_stack["env"],
                          capture_output=True, text=True, timeout=30)
     assert cli.returncode == 0, cli.stderr
     assert "TradeProcessingBurnRateHigh" in {a["alertname"] for a in json.loads(cli.stdout)}
@@ -255,10 +257,11 @@ def test_chaos_pages_and_every_query_returns_data(lab, capsys):
     assert chaos_panel and chaos_panel[0]["value"][1] == "1"
 
     # Every recording rule and every dashboard query returns data now.
-    rules_dir = Path(lab["env"]["TRADELAB_HOME"]) / "rendered" / "local" / "prometheus" / "rules"
+    home = Path(running_stack["env"]["TRADELAB_HOME"])
+    rules_dir = home / "rendered" / "local" / "prometheus" / "rules"
     empty = [s for s in _recorded_series(rules_dir) if not _query(prom, s)]
     assert not empty, f"recording rules without data: {empty}"
-    queries = [q for q in _dashboard_exprs() if q[0] != "load-test" or lab["locust"]]
+    queries = [q for q in _dashboard_exprs() if q[0] != "load-test" or running_stack["locust"]]
 
     def without_data():  # a few need a moment more (Locust's first stats, a rate window)
         return [q for q in queries if not _query(prom, _substitute(q[2]))]
@@ -269,7 +272,7 @@ def test_chaos_pages_and_every_query_returns_data(lab, capsys):
         time.sleep(2)
         missing = without_data()
     assert not missing, "dashboard queries without data:\n" + "\n".join(map(str, missing))
-    if not lab["locust"]:
+    if not running_stack["locust"]:
         pytest.skip("locust not on PATH: the Load test dashboard's queries were not run")
 
 

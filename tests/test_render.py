@@ -22,12 +22,13 @@ from tradelab.stack import build_stack
 
 
 @pytest.fixture
-def lab(tmp_path) -> Lab:
+def empty_lab(tmp_path) -> Lab:
     return Lab(tmp_path / "lab")
 
 
-def rendered(lab, out, runtime="docker", env=None, **flags) -> Path:
-    render(load_settings(lab, flags=flags, env=env or {}), lab, out=out, runtime=runtime)
+def rendered(empty_lab, out, runtime="docker", env=None, **flags) -> Path:
+    settings = load_settings(empty_lab, flags=flags, env=env or {})
+    render(settings, empty_lab, out=out, runtime=runtime)
     return out
 
 
@@ -40,18 +41,18 @@ def compose(out: Path) -> dict:
     return yaml.safe_load((out / "docker-compose.yml").read_text())
 
 
-def test_compose_file_passes_the_compose_spec_schema(lab, tmp_path):
-    out = rendered(lab, tmp_path / "out")
+def test_compose_file_passes_the_compose_spec_schema(empty_lab, tmp_path):
+    out = rendered(empty_lab, tmp_path / "out")
     result = subprocess.run(
         [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
          str(out / "docker-compose.yml")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_compose_file_pictures_the_stack(lab, tmp_path):
-    out = rendered(lab, tmp_path / "out", project="lab2")
+def test_compose_file_pictures_the_stack(empty_lab, tmp_path):
+    out = rendered(empty_lab, tmp_path / "out", project="lab2")
     doc = compose(out)
-    stack = build_stack(load_settings(lab, flags={"project": "lab2"}, env={}), lab)
+    stack = build_stack(load_settings(empty_lab, flags={"project": "lab2"}, env={}), empty_lab)
     assert doc["name"] == "lab2"
     assert set(doc["services"]) == set(stack.services) | {"secrets-init"}
     readers = {n for n, svc in stack.services.items() if svc.secrets}
@@ -68,12 +69,12 @@ def test_compose_file_pictures_the_stack(lab, tmp_path):
                 assert (out / vol["source"]).is_dir(), vol
 
 
-def test_prometheus_config_passes_promtool_in_both_runtimes(lab, tmp_path):
+def test_prometheus_config_passes_promtool_in_both_runtimes(empty_lab, tmp_path):
     promtool = shutil.which("promtool")
     if not promtool:
         pytest.skip("promtool is not installed (Debian package prometheus)")
     for runtime in ("docker", "local"):
-        out = rendered(lab, tmp_path / runtime, runtime=runtime)
+        out = rendered(empty_lab, tmp_path / runtime, runtime=runtime)
         config = str(out / "prometheus/prometheus.yml")
         result = subprocess.run([promtool, "check", "config", config],
                                 capture_output=True, text=True, timeout=120)
@@ -81,33 +82,34 @@ def test_prometheus_config_passes_promtool_in_both_runtimes(lab, tmp_path):
         assert "rule files found" in result.stdout + result.stderr
 
 
-def test_local_render_targets_loopback_and_has_no_compose_file(lab, tmp_path):
-    out = rendered(lab, tmp_path / "out", runtime="local", env={"TRADELAB_PORTS__API": "18000"})
+def test_local_render_targets_loopback_and_has_no_compose_file(empty_lab, tmp_path):
+    out = rendered(empty_lab, tmp_path / "out", runtime="local",
+                   env={"TRADELAB_PORTS__API": "18000"})
     assert not (out / "docker-compose.yml").exists()
     prom = yaml.safe_load((out / "prometheus/prometheus.yml").read_text())
     targets = {c["job_name"]: c["static_configs"][0]["targets"][0] for c in prom["scrape_configs"]}
     assert targets["api"] == "127.0.0.1:18000"
     assert all(t.startswith("127.0.0.1:") for t in targets.values())
-    docker = rendered(lab, tmp_path / "docker")
+    docker = rendered(empty_lab, tmp_path / "docker")
     prom = yaml.safe_load((docker / "prometheus/prometheus.yml").read_text())
     assert {c["job_name"]: c["static_configs"][0]["targets"][0]
             for c in prom["scrape_configs"]}["engine"] == "engine:9101"
 
 
-def test_published_ports_bind_loopback_unless_the_setting_says_otherwise(lab, tmp_path):
-    doc = compose(rendered(lab, tmp_path / "a"))
+def test_published_ports_bind_loopback_unless_the_setting_says_otherwise(empty_lab, tmp_path):
+    doc = compose(rendered(empty_lab, tmp_path / "a"))
     ports = [p for s in doc["services"].values() for p in s.get("ports", [])]
     assert len(ports) >= 7
     assert {p["host_ip"] for p in ports} == {"127.0.0.1"}
-    doc = compose(rendered(lab, tmp_path / "b", bind_address="0.0.0.0"))
+    doc = compose(rendered(empty_lab, tmp_path / "b", bind_address="0.0.0.0"))
     assert {p["host_ip"] for s in doc["services"].values() for p in s.get("ports", [])} == {
         "0.0.0.0"}
 
 
-def test_no_docker_socket_and_no_default_passwords_in_the_rendered_tree(lab, tmp_path):
-    values = [lab.secret(name) for name in SECRET_NAMES]  # a lab with its secrets made
+def test_no_docker_socket_and_no_default_passwords_in_the_rendered_tree(empty_lab, tmp_path):
+    values = [empty_lab.secret(name) for name in SECRET_NAMES]  # a lab with its secrets made
     for runtime in ("docker", "local"):
-        out = rendered(lab, tmp_path / runtime, runtime=runtime)
+        out = rendered(empty_lab, tmp_path / runtime, runtime=runtime)
         for rel, data in tree(out).items():
             text = data.decode(errors="replace")
             assert not any(v in text for v in values), f"a secret value is in {rel}"
@@ -122,39 +124,39 @@ def test_no_docker_socket_and_no_default_passwords_in_the_rendered_tree(lab, tmp
     assert env["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
 
 
-def test_image_overrides_reach_compose(lab, tmp_path):
-    lab.root.mkdir(parents=True)
-    lab.config_file.write_text("images:\n  grafana: mirror.example/grafana:11\n")
-    doc = compose(rendered(lab, tmp_path / "out",
+def test_image_overrides_reach_compose(empty_lab, tmp_path):
+    empty_lab.root.mkdir(parents=True)
+    empty_lab.config_file.write_text("images:\n  grafana: mirror.example/grafana:11\n")
+    doc = compose(rendered(empty_lab, tmp_path / "out",
                            env={"TRADELAB_IMAGES__POSTGRES": "mirror.example/postgres:16"}))
     assert doc["services"]["postgres"]["image"] == "mirror.example/postgres:16"
     assert doc["services"]["grafana"]["image"] == "mirror.example/grafana:11"
     assert doc["services"]["prometheus"]["image"].startswith("prom/prometheus:v")
 
 
-def test_rendering_is_deterministic(lab, tmp_path):
-    first = tree(rendered(lab, tmp_path / "a"))
-    second = tree(rendered(lab, tmp_path / "b"))
+def test_rendering_is_deterministic(empty_lab, tmp_path):
+    first = tree(rendered(empty_lab, tmp_path / "a"))
+    second = tree(rendered(empty_lab, tmp_path / "b"))
     assert first == second
-    again = tree(rendered(lab, tmp_path / "a"))
+    again = tree(rendered(empty_lab, tmp_path / "a"))
     assert again == first
 
 
-def test_stale_files_are_removed_and_foreign_files_kept(lab, tmp_path):
-    out = rendered(lab, tmp_path / "out")
+def test_stale_files_are_removed_and_foreign_files_kept(empty_lab, tmp_path):
+    out = rendered(empty_lab, tmp_path / "out")
     assert (out / "promtail/promtail.yml").is_file()
     (out / "notes.txt").write_text("mine")
-    rendered(lab, out, log_agent="alloy")
+    rendered(empty_lab, out, log_agent="alloy")
     assert not (out / "promtail").exists()
     assert (out / "alloy/config.alloy").is_file()
     assert (out / "notes.txt").read_text() == "mine"
     assert "promtail" not in compose(out)["services"]
 
 
-def test_a_planted_manifest_deletes_nothing_the_render_did_not_write(lab, tmp_path):
+def test_a_planted_manifest_deletes_nothing_the_render_did_not_write(empty_lab, tmp_path):
     import hashlib
 
-    out = rendered(lab, tmp_path / "out")
+    out = rendered(empty_lab, tmp_path / "out")
     outside = tmp_path / "outside"
     outside.mkdir()
     victims = {name: outside / name for name in ("absolute", "dotdot", "via-link", "tmp")}
@@ -171,7 +173,7 @@ def test_a_planted_manifest_deletes_nothing_the_render_did_not_write(lab, tmp_pa
     (out / "prometheus" / ".prometheus.yml.tmp").symlink_to(victims["tmp"])
     (out / "prometheus" / "prometheus.yml").write_text("changed, so rewritten")
 
-    rendered(lab, out)
+    rendered(empty_lab, out)
     assert all(path.read_text() == "keep me" for path in victims.values())
     assert (out / "edited.yml").read_text() == "the user's own file"
     assert "scrape_configs" in (out / "prometheus" / "prometheus.yml").read_text()
@@ -180,12 +182,12 @@ def test_a_planted_manifest_deletes_nothing_the_render_did_not_write(lab, tmp_pa
                 if p.name.endswith(".tmp") and not p.is_symlink()]
 
 
-def test_credentials_a_rendered_file_must_hold_inline_make_it_private(lab, tmp_path):
+def test_credentials_a_rendered_file_must_hold_inline_make_it_private(empty_lab, tmp_path):
     """Local runtime: Debian's Alertmanager 0.25 has no url_file, so the webhook URL is
     inline and alertmanager.yml is 0600 (amtool still accepts it); a user-set database
     URL with a password makes the compose file that carries it 0600 too."""
     hook = "http://127.0.0.1:9/hook?token=s3cret"
-    out = rendered(lab, tmp_path / "local", runtime="local",
+    out = rendered(empty_lab, tmp_path / "local", runtime="local",
                    env={"TRADELAB_ALERTING__WEBHOOK_URL": hook})
     am = out / "alertmanager" / "alertmanager.yml"
     assert hook in am.read_text()
@@ -199,46 +201,46 @@ def test_credentials_a_rendered_file_must_hold_inline_make_it_private(lab, tmp_p
     # secret file; neither the containers' environment nor the compose file holds it.
     url = "postgresql://me:pw%2Fs3cret@db.example:5432/trades"
     env = {"TRADELAB_DATABASE_URL": url}
-    out = rendered(lab, tmp_path / "docker", env=env)
+    out = rendered(empty_lab, tmp_path / "docker", env=env)
     assert not [p for p in out.rglob("*") if p.is_file() and "s3cret" in p.read_text()]
-    stack = build_stack(load_settings(lab, env=env), lab, "docker")
+    stack = build_stack(load_settings(empty_lab, env=env), empty_lab, "docker")
     for name in ("api", "engine"):
         svc = stack.services[name]
         assert not any("s3cret" in v for v in svc.environment.values()), svc.environment
         (secret,) = svc.secrets
         assert secret.source.read_text().strip() == "pw/s3cret"
         assert secret.source.stat().st_mode & 0o777 == 0o600
-        seen = load_settings(lab, env={**svc.environment,
+        seen = load_settings(empty_lab, env={**svc.environment,
                                        "TRADELAB_DATABASE_PASSWORD_FILE": str(secret.source)})
         assert seen.database_url == url  # what the service connects with
 
 
-def test_default_output_is_the_labs_rendered_dir(lab):
-    render(load_settings(lab, env={}), lab)
-    assert (lab.rendered_dir / "docker-compose.yml").is_file()
-    assert (lab.rendered_dir / "grafana/provisioning/datasources/datasources.yml").is_file()
+def test_default_output_is_the_labs_rendered_dir(empty_lab):
+    render(load_settings(empty_lab, env={}), empty_lab)
+    assert (empty_lab.rendered_dir / "docker-compose.yml").is_file()
+    assert (empty_lab.rendered_dir / "grafana/provisioning/datasources/datasources.yml").is_file()
 
 
-def test_local_and_docker_renders_keep_out_of_each_others_way(lab):
+def test_local_and_docker_renders_keep_out_of_each_others_way(empty_lab):
     """A running local Prometheus reloads <lab>/rendered/local: a Docker render (container
     host names as targets) must not rewrite it, nor the other way round."""
-    settings = load_settings(lab, env={})
-    render(settings, lab, runtime="local")
-    local = (lab.rendered_dir / "local/prometheus/prometheus.yml").read_text()
-    render(settings, lab)
-    assert (lab.rendered_dir / "local/prometheus/prometheus.yml").read_text() == local
+    settings = load_settings(empty_lab, env={})
+    render(settings, empty_lab, runtime="local")
+    local = (empty_lab.rendered_dir / "local/prometheus/prometheus.yml").read_text()
+    render(settings, empty_lab)
+    assert (empty_lab.rendered_dir / "local/prometheus/prometheus.yml").read_text() == local
     assert "127.0.0.1:" in local
-    assert "127.0.0.1:" not in (lab.rendered_dir / "prometheus/prometheus.yml").read_text()
-    assert (lab.rendered_dir / "docker-compose.yml").is_file()
-    assert not (lab.rendered_dir / "local/docker-compose.yml").exists()
+    assert "127.0.0.1:" not in (empty_lab.rendered_dir / "prometheus/prometheus.yml").read_text()
+    assert (empty_lab.rendered_dir / "docker-compose.yml").is_file()
+    assert not (empty_lab.rendered_dir / "local/docker-compose.yml").exists()
 
 
-def test_a_missing_value_is_a_one_line_error(lab):
+def test_a_missing_value_is_a_one_line_error(empty_lab):
     env = environment(jinja2.DictLoader({
         "broken.yml": "port: {{ settings.ports.nope }}\n",
         "typo.yml": "x: {{ setings.project }}\n",
     }))
-    context = {"settings": load_settings(lab, env={}), "stack": None, "lab": lab}
+    context = {"settings": load_settings(empty_lab, env={}), "stack": None, "lab": empty_lab}
     with pytest.raises(TradelabError) as err:
         render_text(env, "broken.yml", context)
     assert str(err.value) == "missing configuration value: nope in broken.yml"
@@ -246,19 +248,19 @@ def test_a_missing_value_is_a_one_line_error(lab):
         render_text(env, "typo.yml", context)
 
 
-def test_json_templates_are_copied_verbatim(lab, tmp_path):
-    out = rendered(lab, tmp_path / "out")
+def test_json_templates_are_copied_verbatim(empty_lab, tmp_path):
+    out = rendered(empty_lab, tmp_path / "out")
     source = Path(__file__).parents[1] / "src/tradelab/templates"
     for path in source.rglob("*.json"):
         rel = path.relative_to(source)
         assert (out / rel).read_bytes() == path.read_bytes()
 
 
-def test_selected_stack_renders_only_its_services(lab, tmp_path):
-    settings = load_settings(lab, env={})
-    stack = build_stack(settings, lab)
+def test_selected_stack_renders_only_its_services(empty_lab, tmp_path):
+    settings = load_settings(empty_lab, env={})
+    stack = build_stack(settings, empty_lab)
     small = stack.subset(stack.select(without=["grafana", "loki", "promtail"]))
-    render(settings, lab, out=tmp_path / "out", stack=small)
+    render(settings, empty_lab, out=tmp_path / "out", stack=small)
     out = tmp_path / "out"
     assert not (out / "grafana").exists() and not (out / "promtail").exists()
     prom = yaml.safe_load((out / "prometheus/prometheus.yml").read_text())
@@ -266,27 +268,28 @@ def test_selected_stack_renders_only_its_services(lab, tmp_path):
     assert {"api", "engine", "prometheus"} <= jobs and not jobs & {"grafana", "loki", "promtail"}
 
 
-def test_render_command(lab, tmp_path):
+def test_render_command(empty_lab, tmp_path):
     runner = CliRunner()
-    result = runner.invoke(app, ["--lab-dir", str(lab.root), "render", "--out",
+    result = runner.invoke(app, ["--lab-dir", str(empty_lab.root), "render", "--out",
                                  str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "rendered" in result.output
     init = compose(tmp_path / "out")["services"]["secrets-init"]
     folder = next(v["source"] for v in init["volumes"] if v["target"] == "/lab-secrets")
-    assert folder == str(lab.secrets_dir)
+    assert folder == str(empty_lab.secrets_dir)
     for name in SECRET_NAMES:  # compose can start it: the files it copies exist
-        assert (lab.secrets_dir / name).is_file()
-    result = runner.invoke(app, ["--lab-dir", str(lab.root), "render", "--runtime", "local",
+        assert (empty_lab.secrets_dir / name).is_file()
+    result = runner.invoke(app, ["--lab-dir", str(empty_lab.root), "render", "--runtime", "local",
                                  "--out", str(tmp_path / "local")])
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "local/docker-compose.yml").exists()
-    result = runner.invoke(app, ["--lab-dir", str(lab.root), "render", "--runtime", "k8s"])
+    result = runner.invoke(app, ["--lab-dir", str(empty_lab.root), "render", "--runtime", "k8s"])
     assert result.exit_code != 0
 
 
-def test_locust_containers_get_the_locustfiles_and_a_vendored_prometheus_client(lab, tmp_path):
-    out = rendered(lab, tmp_path / "docker")
+def test_locust_containers_get_the_locustfiles_and_a_vendored_prometheus_client(empty_lab,
+                                                                                tmp_path):
+    out = rendered(empty_lab, tmp_path / "docker")
     files = tree(out)
     # Only the locustfiles in locust/: `locust -f <folder>` walks the whole tree.
     assert all("/" not in name.removeprefix("locust/") for name in files
@@ -302,17 +305,17 @@ def test_locust_containers_get_the_locustfiles_and_a_vendored_prometheus_client(
         capture_output=True, text=True, timeout=60)
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.startswith(str(vendor)), probe.stdout
-    local = rendered(lab, tmp_path / "local", runtime="local")
+    local = rendered(empty_lab, tmp_path / "local", runtime="local")
     assert not (local / "locust-vendor").exists()  # local Locust uses this environment's
 
 
-def test_compose_copies_secrets_per_reader_with_the_runtimes_owners(lab, tmp_path):
+def test_compose_copies_secrets_per_reader_with_the_runtimes_owners(empty_lab, tmp_path):
     """Compose ignores a file secret's uid/mode outside swarm, so secrets-init copies each
     reader's secrets into its own volume: 0400 for the app's numeric user, 0444 for an
     image's own user, like `tradelab up`; a reader sees only its own secrets."""
-    settings = load_settings(lab, env={})
-    stack = build_stack(settings, lab)
-    doc = compose(rendered(lab, tmp_path / "out"))
+    settings = load_settings(empty_lab, env={})
+    stack = build_stack(settings, empty_lab)
+    doc = compose(rendered(empty_lab, tmp_path / "out"))
     init = doc["services"]["secrets-init"]
     assert init["network_mode"] == "none" and init["user"] == "0:0"
     assert init["image"] == doc["services"]["api"]["image"]
@@ -335,13 +338,13 @@ def test_compose_copies_secrets_per_reader_with_the_runtimes_owners(lab, tmp_pat
         "app_db_password"]
 
 
-def test_compose_builds_the_app_image_tradelab_up_builds(lab, tmp_path):
+def test_compose_builds_the_app_image_tradelab_up_builds(empty_lab, tmp_path):
     from tradelab.app_image import build_context_files, image_label
     from tradelab.const import LABEL_CONTEXT_HASH
 
-    settings = load_settings(lab, env={}, flags={"build": {"base_image": "example/py:3"}})
+    settings = load_settings(empty_lab, env={}, flags={"build": {"base_image": "example/py:3"}})
     out = tmp_path / "out"
-    render(settings, lab, out=out)
+    render(settings, empty_lab, out=out)
     doc = compose(out)
     files = build_context_files()
     assert tree(out / "app-image") == {rel: data for rel, data in files.items()}
@@ -355,24 +358,24 @@ def test_compose_builds_the_app_image_tradelab_up_builds(lab, tmp_path):
     assert "app-image/pkg/tradelab/__init__.py" in tree(out)
 
 
-def test_render_prepares_the_folder_locust_writes_its_ledgers_into(lab, tmp_path):
-    doc = compose(rendered(lab, tmp_path / "out"))
+def test_render_prepares_the_folder_locust_writes_its_ledgers_into(empty_lab, tmp_path):
+    doc = compose(rendered(empty_lab, tmp_path / "out"))
     ledger = next(v["source"] for v in doc["services"]["locust-master"]["volumes"]
                   if v["target"] == "/var/lib/tradelab/load")
     # The Locust image runs as its own uid: compose would make the folder root's 0755.
     assert Path(ledger).is_dir() and Path(ledger).stat().st_mode & 0o1777 == 0o1777
 
 
-def test_render_without_services_writes_the_lab_up_would_run(lab, tmp_path):
+def test_render_without_services_writes_the_lab_up_would_run(empty_lab, tmp_path):
     runner = CliRunner()
     out = tmp_path / "out"
-    result = runner.invoke(app, ["--lab-dir", str(lab.root), "render", "--out", str(out),
+    result = runner.invoke(app, ["--lab-dir", str(empty_lab.root), "render", "--out", str(out),
                                  "--without", "grafana,loki,promtail"])
     assert result.exit_code == 0, result.output
     doc = compose(out)
     assert not {"grafana", "loki", "promtail"} & set(doc["services"])
     assert not {"grafana-data", "grafana-secrets", "loki-data"} & set(doc["volumes"])
     assert not (out / "grafana").exists()
-    result = runner.invoke(app, ["--lab-dir", str(lab.root), "render", "--out", str(out),
+    result = runner.invoke(app, ["--lab-dir", str(empty_lab.root), "render", "--out", str(out),
                                  "--without", "postgres"])
     assert result.exit_code == 1 and "postgres is needed by" in result.output

@@ -16,45 +16,45 @@ from tradelab.settings import load_settings, write_setting
 
 
 @pytest.fixture
-def lab(lab_dir) -> Lab:
+def env_lab(lab_dir) -> Lab:
     return Lab.from_flag(lab_dir)
 
 
-def write_yaml(lab: Lab, data: dict) -> None:
-    lab.root.mkdir(parents=True, exist_ok=True)
-    lab.config_file.write_text(yaml.safe_dump(data))
+def write_yaml(env_lab: Lab, data: dict) -> None:
+    env_lab.root.mkdir(parents=True, exist_ok=True)
+    env_lab.config_file.write_text(yaml.safe_dump(data))
 
 
 # -- layering ----------------------------------------------------------------------
 
-def test_defaults_come_from_the_model(lab):
-    settings = load_settings(lab, env={})
+def test_defaults_come_from_the_model(env_lab):
+    settings = load_settings(env_lab, env={})
     assert settings.ports.api == 8000
     assert settings.sources["ports.api"] == "default"
     assert settings.sources["images.postgres"] == "default"
     assert set(settings.sources) == set(settings.flat())
 
 
-def test_each_layer_overrides_the_one_before_and_says_so(lab):
-    write_yaml(lab, {"ports": {"api": 8001, "engine": 9201, "grafana": 3001},
+def test_each_layer_overrides_the_one_before_and_says_so(env_lab):
+    write_yaml(env_lab, {"ports": {"api": 8001, "engine": 9201, "grafana": 3001},
                      "api": {"workers": 3}})
     env = {"TRADELAB_PORTS__ENGINE": "9301", "TRADELAB_PORTS__GRAFANA": "3002"}
-    settings = load_settings(lab, flags={"ports.grafana": 3003, "api.threads": None}, env=env)
+    settings = load_settings(env_lab, flags={"ports.grafana": 3003, "api.threads": None}, env=env)
 
     assert (settings.ports.api, settings.sources["ports.api"]) == (
-        8001, f"file:{lab.config_file}")
+        8001, f"file:{env_lab.config_file}")
     assert (settings.ports.engine, settings.sources["ports.engine"]) == (
         9301, "env:TRADELAB_PORTS__ENGINE")
     assert (settings.ports.grafana, settings.sources["ports.grafana"]) == (3003, "flag")
     assert (settings.api.workers, settings.sources["api.workers"]) == (
-        3, f"file:{lab.config_file}")
+        3, f"file:{env_lab.config_file}")
     # a flag left unset (None) does not hide the value below it
     assert (settings.api.threads, settings.sources["api.threads"]) == (4, "default")
     # siblings of an overridden key keep their defaults
     assert (settings.ports.loki, settings.sources["ports.loki"]) == (3100, "default")
 
 
-def test_env_values_text_as_is_numbers_and_lists_as_yaml(lab):
+def test_env_values_text_as_is_numbers_and_lists_as_yaml(env_lab):
     env = {
         "TRADELAB_DATABASE_URL": "postgresql://u:*p#w: x@h:5/db",
         "TRADELAB_SYMBOLS": "[AAPL, IBM]",
@@ -64,7 +64,7 @@ def test_env_values_text_as_is_numbers_and_lists_as_yaml(lab):
         "TRADELAB_HOME": "/not/a/setting",
         "TRADELAB_APP_DB_PASSWORD": "not-a-setting-either",
     }
-    settings = load_settings(lab, env=env)
+    settings = load_settings(env_lab, env=env)
     assert settings.database_url == "postgresql://u:*p#w: x@h:5/db"
     assert settings.symbols == ["AAPL", "IBM"]
     assert settings.api.db_timeout_s == 0.5
@@ -79,9 +79,9 @@ def test_env_values_text_as_is_numbers_and_lists_as_yaml(lab):
     ({"TRADELAB_PORTS__API": "*alias"}, "ports.api (env:TRADELAB_PORTS__API)"),
     ({"TRADELAB_API__WORKERS": "0"}, "api.workers (env:TRADELAB_API__WORKERS)"),
 ])
-def test_bad_env_values_are_one_line_errors_naming_the_variable(lab, env, message):
+def test_bad_env_values_are_one_line_errors_naming_the_variable(env_lab, env, message):
     with pytest.raises(TradelabError) as info:
-        load_settings(lab, env=env)
+        load_settings(env_lab, env=env)
     assert message in str(info.value)
     assert "\n" not in str(info.value)
 
@@ -96,25 +96,25 @@ def test_bad_env_values_are_one_line_errors_naming_the_variable(lab, env, messag
     ("memory: {api: lots}\n", "'lots' is not a memory size"),
     ("bind_address: not-an-ip\n", "bind_address (file:"),
 ])
-def test_bad_settings_file_is_a_one_line_error(lab, content, message):
-    lab.root.mkdir(parents=True)
-    lab.config_file.write_text(content)
+def test_bad_settings_file_is_a_one_line_error(env_lab, content, message):
+    env_lab.root.mkdir(parents=True)
+    env_lab.config_file.write_text(content)
     with pytest.raises(TradelabError) as info:
-        load_settings(lab, env={})
+        load_settings(env_lab, env={})
     assert message in str(info.value)
     assert "\n" not in str(info.value)
 
 
-def test_write_setting_keeps_other_values_and_types(lab):
-    write_yaml(lab, {"ports": {"engine": 9201}, "symbols": ["AAPL"]})
-    write_setting(lab, "ports.api", "8001")
-    write_setting(lab, "database_url", "postgresql://u:p@h/db")
-    write_setting(lab, "images.postgres", "mirror/postgres:16")
-    data = yaml.safe_load(lab.config_file.read_text())
+def test_write_setting_keeps_other_values_and_types(env_lab):
+    write_yaml(env_lab, {"ports": {"engine": 9201}, "symbols": ["AAPL"]})
+    write_setting(env_lab, "ports.api", "8001")
+    write_setting(env_lab, "database_url", "postgresql://u:p@h/db")
+    write_setting(env_lab, "images.postgres", "mirror/postgres:16")
+    data = yaml.safe_load(env_lab.config_file.read_text())
     assert data == {"ports": {"engine": 9201, "api": 8001}, "symbols": ["AAPL"],
                     "database_url": "postgresql://u:p@h/db",
                     "images": {"postgres": "mirror/postgres:16"}}
-    settings = load_settings(lab, env={})
+    settings = load_settings(env_lab, env={})
     assert settings.ports.api == 8001 and settings.images["loki"] == "grafana/loki:3.3.2"
 
 
@@ -124,12 +124,12 @@ def test_write_setting_keeps_other_values_and_types(lab):
     ("ports.api", "[1", "invalid setting ports.api"),
     ("runtime", "kubernetes", "invalid setting runtime"),
 ])
-def test_write_setting_refuses_bad_keys_and_values_and_keeps_the_file(lab, key, value, message):
-    write_yaml(lab, {"ports": {"api": 8001}})
-    before = lab.config_file.read_text()
+def test_write_setting_refuses_bad_keys_and_values_and_keeps_the_file(env_lab, key, value, message):
+    write_yaml(env_lab, {"ports": {"api": 8001}})
+    before = env_lab.config_file.read_text()
     with pytest.raises(TradelabError, match=message):
-        write_setting(lab, key, value)
-    assert lab.config_file.read_text() == before
+        write_setting(env_lab, key, value)
+    assert env_lab.config_file.read_text() == before
 
 
 # -- lab directory -----------------------------------------------------------------
@@ -151,14 +151,14 @@ def mode(path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
-def test_secrets_are_generated_once_private_and_distinct(lab):
+def test_secrets_are_generated_once_private_and_distinct(env_lab):
     old = os.umask(0o002)  # a permissive umask must not widen the modes
     try:
-        files = lab.ensure_secrets()
+        files = env_lab.ensure_secrets()
     finally:
         os.umask(old)
     assert set(files) == set(SECRET_NAMES)
-    assert mode(lab.secrets_dir) == 0o700
+    assert mode(env_lab.secrets_dir) == 0o700
     values = {}
     for name, path in files.items():
         assert mode(path) == 0o600, name
@@ -166,28 +166,28 @@ def test_secrets_are_generated_once_private_and_distinct(lab):
         assert len(values[name]) >= 24
     assert len(set(values.values())) == len(values)
     # generated once: the same values from the same and from a fresh Lab object
-    assert {n: lab.secret(n) for n in SECRET_NAMES} == values
-    assert {n: Lab.from_flag(lab.root).secret(n) for n in SECRET_NAMES} == values
-    assert not [p for p in lab.secrets_dir.iterdir() if p.name.startswith(".")]
+    assert {n: env_lab.secret(n) for n in SECRET_NAMES} == values
+    assert {n: Lab.from_flag(env_lab.root).secret(n) for n in SECRET_NAMES} == values
+    assert not [p for p in env_lab.secrets_dir.iterdir() if p.name.startswith(".")]
 
 
-def test_secret_dir_made_too_open_is_tightened(lab):
-    lab.secrets_dir.mkdir(parents=True, mode=0o755)
-    os.chmod(lab.secrets_dir, 0o755)
-    lab.secret("grafana_admin_password")
-    assert mode(lab.secrets_dir) == 0o700
+def test_secret_dir_made_too_open_is_tightened(env_lab):
+    env_lab.secrets_dir.mkdir(parents=True, mode=0o755)
+    os.chmod(env_lab.secrets_dir, 0o755)
+    env_lab.secret("grafana_admin_password")
+    assert mode(env_lab.secrets_dir) == 0o700
 
 
-def test_a_given_secret_is_private_even_over_a_leftover_temp_file(lab):
+def test_a_given_secret_is_private_even_over_a_leftover_temp_file(env_lab):
     """A temporary file left (or planted) beside a secret, world-readable, is never
     reused: the secret written next to it is 0600 from its first byte."""
-    lab.ensure()
-    leftover = lab.secrets_dir / ".slack_webhook_url.tmp"  # the name the old code reused
+    env_lab.ensure()
+    leftover = env_lab.secrets_dir / ".slack_webhook_url.tmp"  # the name the old code reused
     leftover.write_text("planted\n")
     os.chmod(leftover, 0o644)
     old = os.umask(0)
     try:
-        path = lab.write_secret("slack_webhook_url", "https://hooks.slack.com/services/T/B/x")
+        path = env_lab.write_secret("slack_webhook_url", "https://hooks.slack.com/services/T/B/x")
     finally:
         os.umask(old)
     assert mode(path) == 0o600
@@ -214,24 +214,24 @@ def _secret_in_child(root, queue):
     queue.put(Lab(root).secret("app_db_password"))
 
 
-def test_concurrent_first_use_agrees_on_one_secret(lab):
+def test_concurrent_first_use_agrees_on_one_secret(env_lab):
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_secret_in_child, args=(lab.root, queue)) for _ in range(8)]
+    procs = [ctx.Process(target=_secret_in_child, args=(env_lab.root, queue)) for _ in range(8)]
     for p in procs:
         p.start()
     values = [queue.get(timeout=30) for _ in procs]
     for p in procs:
         p.join(timeout=30)
     assert len(set(values)) == 1 and values[0]
-    assert lab.secret("app_db_password") == values[0]
+    assert env_lab.secret("app_db_password") == values[0]
 
 
-def test_image_and_memory_overrides_of_known_services_are_kept(lab):
-    lab.root.mkdir(parents=True)
-    lab.config_file.write_text("images: {postgres: mirror/postgres:16}\nmemory: {api: 1g}\n"
+def test_image_and_memory_overrides_of_known_services_are_kept(env_lab):
+    env_lab.root.mkdir(parents=True)
+    env_lab.config_file.write_text("images: {postgres: mirror/postgres:16}\nmemory: {api: 1g}\n"
                                "bind_address: '::1'\n")
-    settings = load_settings(lab, env={})
+    settings = load_settings(env_lab, env={})
     assert settings.images["postgres"] == "mirror/postgres:16"
     assert settings.images["grafana"].startswith("grafana/")  # the others keep their pins
     assert settings.memory["api"] == "1g"

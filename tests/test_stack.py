@@ -16,16 +16,16 @@ SERVICES = ["postgres", "migrate", "api", "engine", "prometheus", "alertmanager"
 
 
 @pytest.fixture
-def lab(tmp_path) -> Lab:
+def empty_lab(tmp_path) -> Lab:
     return Lab(tmp_path / "lab")
 
 
-def stack_for(lab, runtime="docker", env=None, **flags):
-    return build_stack(load_settings(lab, flags=flags, env=env or {}), lab, runtime)
+def stack_for(empty_lab, runtime="docker", env=None, **flags):
+    return build_stack(load_settings(empty_lab, flags=flags, env=env or {}), empty_lab, runtime)
 
 
-def test_every_service_in_dependency_order(lab):
-    stack = stack_for(lab)
+def test_every_service_in_dependency_order(empty_lab):
+    stack = stack_for(empty_lab)
     assert sorted(stack.services) == sorted(SERVICES)
     order = stack.start_order()
     for name, svc in stack.services.items():
@@ -38,15 +38,15 @@ def test_every_service_in_dependency_order(lab):
     assert stack.services["migrate"].one_shot and stack.services["migrate"].restart == "no"
 
 
-def test_log_agent_setting_picks_promtail_or_alloy(lab):
-    stack = stack_for(lab, log_agent="alloy")
+def test_log_agent_setting_picks_promtail_or_alloy(empty_lab):
+    stack = stack_for(empty_lab, log_agent="alloy")
     assert "alloy" in stack.services and "promtail" not in stack.services
     with pytest.raises(TradelabError, match="promtail is not part of this stack"):
         stack.select(without=["promtail"])
 
 
-def test_app_services_run_the_app_image_as_non_root_with_the_documented_commands(lab):
-    stack = stack_for(lab)
+def test_app_services_run_the_app_image_as_non_root_with_the_documented_commands(empty_lab):
+    stack = stack_for(empty_lab)
     api, engine, migrate = (stack.services[n] for n in ("api", "engine", "migrate"))
     for svc in (api, engine, migrate):
         assert svc.image == APP_IMAGE and svc.app
@@ -58,18 +58,18 @@ def test_app_services_run_the_app_image_as_non_root_with_the_documented_commands
     assert migrate.argv == ("tradelab", "db", "migrate", "--wait", "60")
 
 
-def test_secrets_reach_services_as_files_never_as_values(lab):
-    values = {lab.secret(name) for name in
+def test_secrets_reach_services_as_files_never_as_values(empty_lab):
+    values = {empty_lab.secret(name) for name in
               ("postgres_password", "app_db_password", "operator_db_password",
                "grafana_admin_password")}
     for runtime in ("docker", "local"):
-        stack = stack_for(lab, runtime)
+        stack = stack_for(empty_lab, runtime)
         text = repr([svc.spec() for svc in stack.services.values()])
         assert not any(v in text for v in values)
-    stack = stack_for(lab)
+    stack = stack_for(empty_lab)
     pg = stack.services["postgres"]
     assert pg.environment["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
-    assert [s.source for s in pg.secrets] == [lab.secret_path("postgres_password")]
+    assert [s.source for s in pg.secrets] == [empty_lab.secret_path("postgres_password")]
     grafana = stack.services["grafana"]
     assert grafana.environment["GF_SECURITY_ADMIN_PASSWORD__FILE"].startswith("/run/secrets/")
     api = stack.services["api"]
@@ -78,11 +78,11 @@ def test_secrets_reach_services_as_files_never_as_values(lab):
     assert api.environment["TRADELAB_DATABASE_PASSWORD_FILE"] == "/run/secrets/app_db_password"
 
 
-def test_a_container_builds_its_database_url_from_the_password_file(lab, tmp_path):
+def test_a_container_builds_its_database_url_from_the_password_file(empty_lab, tmp_path):
     """What api/engine/migrate do with the Stack's environment (settings + Lab.secret)."""
     pw = tmp_path / "pw"
     pw.write_text("s3cr@t/x\n")
-    env = stack_for(lab).services["migrate"].environment
+    env = stack_for(empty_lab).services["migrate"].environment
     env = {**env, "TRADELAB_DATABASE_PASSWORD_FILE": str(pw),
            "TRADELAB_APP_DB_PASSWORD_FILE": str(pw)}
     settings = load_settings(None, env=env)
@@ -99,21 +99,21 @@ def test_a_container_builds_its_database_url_from_the_password_file(lab, tmp_pat
         os.environ.update(old)
 
 
-def test_no_docker_socket_and_loopback_ports_by_default(lab):
-    stack = stack_for(lab)
+def test_no_docker_socket_and_loopback_ports_by_default(empty_lab):
+    stack = stack_for(empty_lab)
     for svc in stack.services.values():
         assert not any("docker.sock" in m.source for m in svc.mounts), svc.name
         for port in svc.ports:
             assert port.host_ip == "127.0.0.1"
-    wide = stack_for(lab, bind_address="0.0.0.0")
+    wide = stack_for(empty_lab, bind_address="0.0.0.0")
     assert {p.host_ip for s in wide.services.values() for p in s.ports} == {"0.0.0.0"}
     assert wide.url("grafana") == "http://127.0.0.1:3000"  # still a URL one can open
 
 
-def test_ports_images_and_memory_come_from_settings(lab):
+def test_ports_images_and_memory_come_from_settings(empty_lab):
     env = {"TRADELAB_IMAGES__POSTGRES": "mirror.example/postgres:16",
            "TRADELAB_PORTS__API": "18000", "TRADELAB_MEMORY__ENGINE": "300m"}
-    stack = stack_for(lab, env=env)
+    stack = stack_for(empty_lab, env=env)
     assert stack.services["postgres"].image == "mirror.example/postgres:16"
     assert stack.services["api"].port("http").host == 18000
     assert stack.services["api"].port("http").container == 8000
@@ -121,9 +121,9 @@ def test_ports_images_and_memory_come_from_settings(lab):
     assert stack.url("api") == "http://127.0.0.1:18000"
 
 
-def test_addresses_and_urls_per_runtime(lab):
-    docker = stack_for(lab, env={"TRADELAB_PORTS__API": "18000"})
-    local = stack_for(lab, "local", env={"TRADELAB_PORTS__API": "18000"})
+def test_addresses_and_urls_per_runtime(empty_lab):
+    docker = stack_for(empty_lab, env={"TRADELAB_PORTS__API": "18000"})
+    local = stack_for(empty_lab, "local", env={"TRADELAB_PORTS__API": "18000"})
     assert docker.address("api", "http") == "api:8000"
     assert local.address("api", "http") == "127.0.0.1:18000"
     assert local.services["api"].argv[-1] == "127.0.0.1:18000"
@@ -136,21 +136,21 @@ def test_addresses_and_urls_per_runtime(lab):
         "postgresql://tradelab_app@127.0.0.1:15432/")
 
 
-def test_two_services_given_one_host_port_are_found(lab):
-    assert stack_for(lab).shared_host_ports() == {}
-    stack = stack_for(lab, **{"ports.prometheus": 8000})  # the api's default port
+def test_two_services_given_one_host_port_are_found(empty_lab):
+    assert stack_for(empty_lab).shared_host_ports() == {}
+    stack = stack_for(empty_lab, **{"ports.prometheus": 8000})  # the api's default port
     assert stack.shared_host_ports() == {8000: ["api", "prometheus"]}
     assert stack.shared_host_ports(["postgres", "api"]) == {}  # prometheus left out
 
 
-def test_only_pulls_in_dependencies(lab):
-    stack = stack_for(lab)
+def test_only_pulls_in_dependencies(empty_lab):
+    stack = stack_for(empty_lab)
     assert stack.select(only=["api"]) == ["postgres", "migrate", "api"]
     assert stack.select(only=["promtail"]) == ["loki", "promtail"]
 
 
-def test_without_removes_leaves_and_refuses_needed_services(lab):
-    stack = stack_for(lab)
+def test_without_removes_leaves_and_refuses_needed_services(empty_lab):
+    stack = stack_for(empty_lab)
     chosen = stack.select(without=["grafana", "loki", "promtail"])
     assert "grafana" not in chosen and "api" in chosen and chosen[0] == "postgres"
     with pytest.raises(TradelabError) as err:
@@ -165,21 +165,21 @@ def test_without_removes_leaves_and_refuses_needed_services(lab):
         stack.select(only=["apii"])
 
 
-def test_subset_keeps_only_the_selected_services_and_their_volumes(lab):
-    stack = stack_for(lab)
+def test_subset_keeps_only_the_selected_services_and_their_volumes(empty_lab):
+    stack = stack_for(empty_lab)
     small = stack.subset(stack.select(only=["api"]))
     assert list(small.services) == ["postgres", "migrate", "api"]
     assert small.volumes == ("pgdata",)
     assert [job for job, _, _ in small.scrape_targets()] == ["api"]
 
 
-def test_spec_hash_changes_only_for_the_affected_service(lab):
-    base = stack_for(lab)
+def test_spec_hash_changes_only_for_the_affected_service(empty_lab):
+    base = stack_for(empty_lab)
     hashes = {n: s.spec_hash() for n, s in base.services.items()}
-    assert hashes == {n: s.spec_hash() for n, s in stack_for(lab).services.items()}  # stable
+    assert hashes == {n: s.spec_hash() for n, s in stack_for(empty_lab).services.items()}  # stable
 
     def changed(**flags):
-        stack = stack_for(lab, **flags)
+        stack = stack_for(empty_lab, **flags)
         return {n for n, s in stack.services.items() if s.spec_hash() != hashes[n]}
 
     assert changed(**{"ports.api": 18000}) == {"api"}
@@ -191,8 +191,8 @@ def test_spec_hash_changes_only_for_the_affected_service(lab):
     assert base.services["api"].spec_hash(extra="x") != hashes["api"]
 
 
-def test_labels_and_names_match_compose(lab):
-    stack = stack_for(lab, project="lab2")
+def test_labels_and_names_match_compose(empty_lab):
+    stack = stack_for(empty_lab, project="lab2")
     labels = stack.labels("api")
     assert labels["com.docker.compose.project"] == "lab2"
     assert labels["com.docker.compose.service"] == "api"
@@ -202,17 +202,17 @@ def test_labels_and_names_match_compose(lab):
     assert stack.container_name("api") == "lab2-api-1"
 
 
-def test_building_a_stack_touches_nothing(lab):
-    stack_for(lab)
-    stack_for(lab, "local")
-    assert not lab.root.exists()
+def test_building_a_stack_touches_nothing(empty_lab):
+    stack_for(empty_lab)
+    stack_for(empty_lab, "local")
+    assert not empty_lab.root.exists()
 
 
 @pytest.mark.parametrize("runtime", ["docker", "local"])
-def test_locust_loads_every_bundled_scenario_with_the_class_picker(lab, runtime):
+def test_locust_loads_every_bundled_scenario_with_the_class_picker(empty_lab, runtime):
     """Without --class-picker a folder would run all its user classes at once, and
     `tradelab load --profile/--user-type` could not choose per run."""
-    stack = stack_for(lab, runtime)
+    stack = stack_for(empty_lab, runtime)
     master, worker = stack.services["locust-master"], stack.services["locust-worker"]
     folder = master.command[master.command.index("-f") + 1]
     assert worker.command[worker.command.index("-f") + 1] == folder
