@@ -11,6 +11,7 @@ Multi-window, multi-burn-rate in the manner of the Google SRE Workbook, table 5-
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tradelab.durations import parse_duration
@@ -48,7 +49,7 @@ def policy_for(severity: str) -> BurnAlert | None:
     return next((a for a in BURN_ALERTS if a.severity == severity), None)
 
 
-def clears_after(alert: BurnAlert, ratios: dict[str, float], bad_5m: float | None,
+def clears_after(alert: BurnAlert, ratios: Mapping[str, float | None], bad_5m: float | None,
                  target: float) -> tuple[float, str]:
     """(seconds, window) until `alert` stops firing if the fault ended now, and the window
     that decides it. Traffic is taken as steady and the bad events as spread over the
