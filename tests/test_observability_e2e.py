@@ -252,7 +252,7 @@ def test_chaos_pages_and_every_query_returns_data(running_stack, capsys):
                          capture_output=True, text=True, timeout=30)
     assert cli.returncode == 0, cli.stderr
     assert "TradeProcessingBurnRateHigh" in {a["alertname"] for a in json.loads(cli.stdout)}
-    _watch_and_alerts_explain_the_page(lab)
+    _watch_and_alerts_explain_the_page(running_stack)
     chaos_panel = _query(prom, 'max by (fault) (tradelab_chaos_active{fault="exchange-errors"})')
     assert chaos_panel and chaos_panel[0]["value"][1] == "1"
 

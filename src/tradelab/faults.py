@@ -12,7 +12,7 @@ containers, the CLI and the metrics all read it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from tradelab.errors import TradelabError
 
@@ -47,7 +47,7 @@ class Fault:
         """The runbook section that answers the fault's alert."""
         return f"docs/runbooks.md#{self.alert.lower()}"
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self) -> dict[str, Any]:
         """What `tradelab chaos list --json` and docs/chaos.md show of the fault."""
         return {"fault": self.name, "kind": self.kind, "description": self.description,
                 "options": " ".join("--" + p.replace("_", "-") for p in self.params) or "-",

@@ -53,7 +53,7 @@ ALERTS_EXPR = 'ALERTS{alertstate="firing"}'
 
 def burn_windows() -> list[tuple[str, float, str]]:
     """(window, burn rate at which its alert fires, severity), shortest window first."""
-    found = {}
+    found: dict[str, tuple[float, str]] = {}
     for alert in slo_policy.BURN_ALERTS:
         for clause in alert.clauses:
             for window in (clause.long, clause.short):

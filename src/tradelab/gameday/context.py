@@ -44,7 +44,7 @@ def number(configuration: dict[str, Any] | None, key: str,
     if value in (None, ""):
         value = DEFAULTS.get(key, default) if default is None else default
     try:
-        return float(value)
+        return float(value)  # type: ignore[arg-type]  # a bad value is the except below
     except (TypeError, ValueError):
         raise TradelabError(f"game-day configuration {key}: {value!r} is not a number") from None
 
