@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import psycopg
 import pytest
@@ -176,3 +177,27 @@ def test_openapi_schema_is_the_validator_schema(client):
     assert order["properties"]["symbol"]["enum"] == Settings().symbols
     assert order["properties"]["quantity"]["type"] == "integer"
     assert set(doc["paths"]) >= {"/trades", "/trades/{trade_id}", "/readyz", "/metrics"}
+
+
+def test_pool_exhaustion_answers_503_within_the_pool_timeout_then_recovers(db, tmp_path,
+                                                                           monkeypatch):
+    """The pool-exhaustion fault holds every pooled connection: POST /trades waits for
+    the pool and answers a JSON 503 (never hangs); once off, the connections go back."""
+    from tradelab.chaos_state import ChaosStore
+
+    chaos_file = tmp_path / "chaos.json"
+    monkeypatch.setenv("TRADELAB_CHAOS_FILE", str(chaos_file))
+    settings = Settings(api={"db_timeout_s": 0.5, "db_pool_size": 2})
+    client = create_app(settings, database_url=db.app_url).test_client()
+    assert client.post("/trades", json=ORDER).status_code == 201
+    store = ChaosStore(chaos_file)
+    store.enable("pool-exhaustion")
+    time.sleep(0.6)  # the reader re-reads the file at most every half second
+    r = client.post("/trades", json={**ORDER, "client_order_id": "ord-2"})
+    assert r.status_code == 503, r.json
+    assert set(r.json) == {"error", "message", "details"}
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "tradelab_db_pool_available 0.0" in text
+    store.disable()
+    time.sleep(0.6)
+    assert client.post("/trades", json={**ORDER, "client_order_id": "ord-2"}).status_code == 201

@@ -153,6 +153,9 @@ def series(lab: Lab, duration: float, step: float) -> list[dict[str, str]]:
             lab.last_batch,
         'tradelab_engine_db_busy_seconds{job="engine",instance="engine:9101"}': lab.db_busy,
         'tradelab_db_up{job="api",instance="api:8000"}': lambda t: 0.0 if lab.db_down(t) else 1,
+        'tradelab_db_pool_size{job="api",instance="api:8000"}': lambda t: 8.0,
+        'tradelab_db_pool_available{job="api",instance="api:8000"}':
+            lambda t: 0.0 if lab.on("pool-exhaustion", t) else 7.0,
         'tradelab_db_up{job="engine",instance="engine:9101"}':
             lambda t: 0.0 if lab.db_down(t) else 1,
     }
@@ -549,3 +552,16 @@ def test_a_window_scale_too_small_for_the_scrape_interval_is_refused():
 
     with pytest.raises(TradelabError, match="less than two scrapes"):
         load_settings(None, env={}, flags={"slo.window_scale": 0.05})
+
+
+def test_pool_exhaustion_pages_as_database_pool_exhausted(rule_files, tmp_path):
+    off = TS + minutes(10)
+    lab = Lab(faults={"pool-exhaustion": (TS, off)})
+    page = alert("DatabasePoolExhausted", "page", job="api")
+    checks = [
+        Check(TS - 15, [], only="DatabasePoolExhausted"),
+        Check(TS + 30, [], only="DatabasePoolExhausted"),
+        Check(TS + minutes(2), [page], only="DatabasePoolExhausted"),
+        Check(off + minutes(1), [], only="DatabasePoolExhausted"),
+    ]
+    promtool_test(rule_files, lab, off + minutes(2), checks, tmp_path)

@@ -70,6 +70,9 @@ class RecentlyUsed:
             ConnectionPool.check_connection(conn)
 
 
+LEAK_TIMEOUT_S = 0.5  # pool-exhaustion: how long to wait for each connection it takes
+
+
 class ApiState:
     """Per-process resources of one app: the pool and the chaos reader, made after fork."""
 
@@ -82,11 +85,41 @@ class ApiState:
         self._pool: Any = None
         self._chaos: Any = None
         self._recent = RecentlyUsed()
+        self._leaked: list[Any] = []  # connections the pool-exhaustion fault holds
+        self._leak_lock = threading.Lock()
 
     def _ensure_process(self) -> None:
         # A forked child must not reuse its parent's sockets or threads: start afresh.
         if self._pid != os.getpid():
             self._pid, self._pool, self._chaos = os.getpid(), None, None
+            self._leaked = []
+
+    def leak_connections(self) -> None:
+        """The pool-exhaustion fault: while it is on, this process takes every pooled
+        connection and keeps it (a leak), so requests wait for the pool and get a 503
+        after db_timeout_s; once it is off, the connections go back to the pool."""
+        fault_on = "pool-exhaustion" in self.chaos().active()
+        if fault_on == bool(self._leaked) or not self._leak_lock.acquire(blocking=False):
+            return  # nothing to change, or another thread is changing it
+        try:
+            pool = self.pool()
+            if fault_on:
+                from psycopg_pool import PoolTimeout
+
+                for _ in range(pool.max_size):
+                    try:
+                        self._leaked.append(pool.getconn(timeout=LEAK_TIMEOUT_S))
+                    except PoolTimeout:
+                        break  # the database is away: try again on the next request
+                if self._leaked:
+                    log.warning("chaos: holding every pooled connection",
+                                extra={"event": "chaos_injected", "fault": "pool-exhaustion",
+                                       "connections": len(self._leaked)})
+            else:
+                while self._leaked:
+                    pool.putconn(self._leaked.pop())
+        finally:
+            self._leak_lock.release()
 
     def pool(self):
         with self._lock:
@@ -379,6 +412,7 @@ def _register_hooks(app, state: ApiState) -> None:
     @app.before_request
     def _start():
         g.tradelab_start = time.perf_counter()
+        state.leak_connections()
         if request.endpoint in _LATENCY_ENDPOINTS:
             fault = state.chaos().active().get("api-latency")
             if fault is not None and fault.latency_ms and (
