@@ -107,7 +107,7 @@ def run_figure(run: Run) -> Figure:
         fig.skipped = "wrk not found (apt-get install wrk)"
         return fig
     targets = start_servers(run)
-    seconds, rounds = run.size(6, 1), run.size(5, 1)
+    seconds, rounds = run.size(6, 1), run.size(7, 1)
     for name, (base, db_url) in targets.items():  # pools filled, code paths warm
         wrk(base, 16, run.size(2, 1), "warmup-" + name.split()[-1], hello=db_url is None)
     for connections in run.size((16, 64), (16,)):
