@@ -15,9 +15,9 @@ from typing import Annotated
 
 import typer
 
-from tradelab.cli.common import lab_from, print_json, print_table, settings_from
+from tradelab.cli.common import command_group, lab_from, print_json, print_table, settings_from
 
-gameday_app = typer.Typer(
+gameday_app = command_group(
     help="Game days: inject a fault under load, measure detection and recovery, reconcile.",
     no_args_is_help=True,
 )
