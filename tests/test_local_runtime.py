@@ -295,6 +295,28 @@ def test_restart_gives_a_new_process_that_comes_back_healthy(local_lab):
     assert (result.exit_code, result.output.strip()) == (0, str(local_lab.root))
 
 
+@pytest.mark.xfail(strict=False, reason="a request already inside a query on a frozen server "
+                   "waits with no client-side bound (statement_timeout is the server's); "
+                   "seen once in three runs: open in issue 13")
+def test_db_pause_hangs_connections_yet_the_api_answers_503_in_time(local_lab):
+    """db-pause freezes PostgreSQL (SIGSTOP): connections hang rather than being refused,
+    and the API still answers POST /trades with a 503 inside its pool timeout."""
+    result = local_lab.cli("chaos", "on", "db-pause")
+    assert result.returncode == 0, result.stderr
+    try:
+        assert {s.name: s.state.value for s in local_lab.runtime().status()}["postgres"] \
+            == "paused"
+        body = {"client_order_id": f"p-{uuid.uuid4().hex[:12]}", "symbol": "AAPL",
+                "side": "BUY", "quantity": 1}
+        wait_for(lambda: requests.post(local_lab.api + "/trades", json=body,
+                                       timeout=15).status_code == 503,
+                 60, "a 503 (not a hang) from the api")
+    finally:
+        result = local_lab.cli("chaos", "off")
+    assert result.returncode == 0, result.stderr
+    wait_for(lambda: ready(local_lab.api), 60, "the api to see the database again")
+
+
 def test_a_runtime_fault_ends_even_if_its_scheduled_off_died(local_lab):
     """A db-outage whose time is up while its detached `chaos off --after` died (made
     here by writing an end into the record): the next tradelab command that looks (here

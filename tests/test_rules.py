@@ -63,7 +63,7 @@ class Lab:
         return t - self.faults[fault][0]
 
     def db_down(self, t: float) -> bool:
-        return self.on("db-outage", t)
+        return self.on("db-outage", t) or self.on("db-pause", t)
 
     def engine_working(self, t: float) -> bool:
         return not (self.db_down(t) or self.on("engine-stall", t) or self.on("kill-engine", t)
@@ -458,9 +458,10 @@ def test_stale_backlog_and_engine_not_processing_page_on_engine_stall(rule_files
     promtool_test(rule_files, lab, off + minutes(5), checks, tmp_path)
 
 
-def test_database_down_pages_and_resolves(rule_files, tmp_path):
+@pytest.mark.parametrize("fault", ["db-outage", "db-pause"])
+def test_database_down_pages_and_resolves(rule_files, tmp_path, fault):
     off = TS + minutes(5)
-    lab = Lab(faults={"db-outage": (TS, off)})
+    lab = Lab(faults={fault: (TS, off)})
     checks = [
         Check(TS - 15, [], only="DatabaseDown"),
         Check(TS + minutes(1), [alert("DatabaseDown", "page", job="api"),

@@ -91,6 +91,13 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
           breaks="the API answers 503, the engine waits",
           signal="tradelab_db_up == 0",
           alert="DatabaseDown"),
+    Fault("db-pause", "runtime",
+          "PostgreSQL is frozen (processes SIGSTOPped, container paused); woken on `chaos off`",
+          service="postgres", on="pause", off="unpause",
+          breaks="connections hang instead of being refused; the API answers 503 after"
+                 " api.db_timeout_s",
+          signal="tradelab_db_up == 0",
+          alert="DatabaseDown"),
     Fault("kill-api", "runtime", "the API's process is killed (SIGKILL)",
           service="api", on="kill", off="start",
           breaks="no order is accepted; connections refused",
