@@ -35,6 +35,8 @@ from tradelab.const import ALL_SERVICES
 from tradelab.errors import TradelabError
 
 ENV_PREFIX = "TRADELAB_"
+# Mappings whose entries may be set one by one from the environment (TRADELAB_IMAGES__API).
+_MAP_KEYS = ("images", "memory", "trading.routes")
 _MEMORY = re.compile(r"\d+(\.\d+)?[bkmg]?")
 
 
@@ -76,6 +78,65 @@ class ChaosSettings(_Model):
     default_fault: str = "exchange-errors"
     default_rate: float = Field(0.6, ge=0, le=1)
     default_latency_ms: int = Field(800, ge=0)
+
+
+class VenueSettings(_Model):
+    """One simulated venue: its own latency and baseline failures (None: engine.*'s)."""
+
+    latency_ms: tuple[float, float] | None = None
+    baseline_failure_rate: float | None = Field(None, ge=0, le=1)
+
+
+# alpha behaves as the single exchange did; beta is slower and a little less reliable.
+DEFAULT_VENUES = {
+    "alpha": {},
+    "beta": {"latency_ms": (15.0, 60.0), "baseline_failure_rate": 0.001},
+}
+
+
+class RiskSettings(_Model):
+    """Pre-trade limits, checked by the engine before an order reaches a venue."""
+
+    max_quantity: int = Field(500_000, ge=1)  # shares per order
+    max_notional: float = Field(100_000_000.0, gt=0)  # quantity x market price per order
+    # An aggressive limit (BUY above / SELL below the market) further than this is refused.
+    price_band: float = Field(0.10, gt=0, le=1)
+    max_position: int = Field(2_000_000, ge=1)  # absolute net shares per symbol, all venues
+
+
+class TradingSettings(_Model):
+    """Venues, the routing table and the market-data and risk limits."""
+
+    venues: dict[str, VenueSettings] = Field(
+        default_factory=lambda: {k: VenueSettings(**v) for k, v in DEFAULT_VENUES.items()})
+    default_venue: str = "alpha"
+    routes: dict[str, str] = Field(default_factory=dict)  # symbol -> venue
+    max_price_age_s: float = Field(5.0, gt=0)  # older prices: the order is REJECTED
+    risk: RiskSettings = Field(default_factory=RiskSettings)
+
+    @field_validator("venues")
+    @classmethod
+    def _venue_names(cls, value: dict[str, VenueSettings]) -> dict[str, VenueSettings]:
+        if not value:
+            raise ValueError("at least one venue is needed")
+        for name in value:
+            if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", name):
+                raise ValueError(f"venue name {name!r}: use lower-case letters, digits, '-'")
+        return value
+
+    @field_validator("routes")
+    @classmethod
+    def _symbols_upper(cls, value: dict[str, str]) -> dict[str, str]:
+        return {k.upper(): v for k, v in value.items()}
+
+    @model_validator(mode="after")
+    def _known_venues(self) -> TradingSettings:
+        for where, venue in [("default_venue", self.default_venue),
+                             *((f"routes.{s}", v) for s, v in self.routes.items())]:
+            if venue not in self.venues:
+                raise ValueError(f"{where}: unknown venue {venue!r}; use one of "
+                                 f"{', '.join(self.venues)}")
+        return self
 
 
 class SloSettings(_Model):
@@ -138,6 +199,7 @@ class Settings(_Model):
     api: ApiSettings = Field(default_factory=ApiSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     chaos: ChaosSettings = Field(default_factory=ChaosSettings)
+    trading: TradingSettings = Field(default_factory=TradingSettings)
     slo: SloSettings = Field(default_factory=SloSettings)
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     alerting: AlertingSettings = Field(default_factory=AlertingSettings)
@@ -265,7 +327,7 @@ def _with_password_file(url: str, password_file: str) -> str:
 def write_setting(lab: Any, key: str, value: str) -> None:
     """Set one dotted key in <lab>/tradelab.yaml, keeping the user's other values."""
     defaults = _flatten(Settings().model_dump())
-    is_map_entry = key.split(".")[0] in ("images", "memory") and key.count(".") == 1
+    is_map_entry = key.rpartition(".")[0] in _MAP_KEYS
     if key not in defaults and not is_map_entry:
         raise TradelabError(f"unknown setting {key!r}: `tradelab config show` lists them")
     if is_map_entry or isinstance(defaults[key], str | None):
@@ -343,8 +405,8 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         if not name.startswith(ENV_PREFIX):
             continue
         key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
-        is_map = key in ("images", "memory")
-        is_map_entry = key.split(".")[0] in ("images", "memory") and not is_map
+        is_map = key in _MAP_KEYS
+        is_map_entry = key.rpartition(".")[0] in _MAP_KEYS
         if key not in defaults and not (is_map or is_map_entry):
             continue  # TRADELAB_HOME and the like are not settings
         if raw == "":

@@ -12,6 +12,15 @@ and its trade_events row commit together: a crash mid-batch leaves the trades NE
 for the next pick-up, never half-done. The database may vanish at any moment; the
 engine says so (event db_unavailable, tradelab_db_up 0), backs off and carries on
 when it returns. Chaos faults are read from the chaos file on every loop.
+
+Each order goes through, in this order: a trading halt (orders of a halted symbol
+are not picked up: they stay NEW until `ops resume`), the routing table (live
+levers, then settings), the market data of its venue (a price older than
+trading.max_price_age_s: REJECTED STALE_MARKET_DATA; rejected rather than held,
+because a held order would fill later at a price the client never saw), pre-trade
+risk (tradelab.app.risk: REJECTED with the limit's reason), and only then the venue.
+Fills update the `positions` table in the same transaction; the rows of the batch's
+symbols are locked first, so engines running side by side see each other's fills.
 """
 
 from __future__ import annotations
@@ -29,10 +38,13 @@ from decimal import Decimal
 from typing import Any
 
 from tradelab import __version__
-from tradelab.app.exchange import Order, Outcome, SimulatedExchange
+from tradelab.app import risk
+from tradelab.app.exchange import Order, Outcome
+from tradelab.app.venues import Venues
 from tradelab.chaos_state import ChaosCollector, ChaosReader, chaos_file_from_env
 from tradelab.errors import TradelabError
 from tradelab.host import parse_bind
+from tradelab.levers_state import ALL, LEVERS_FILE, LeverReader
 
 log = logging.getLogger("tradelab.engine")
 
@@ -50,18 +62,32 @@ IDLE_IN_TRANSACTION_MS = 30_000
 DB_WORK_LIMIT_S = 15.0
 FLOW_MAX_PER_TICK = 50  # after a pause, resume the flow instead of flooding the backlog
 
+# Requeued orders (`tradelab ops requeue`) first, then the oldest; halted symbols wait.
 _PICK = """
 SELECT id, client_order_id, symbol, side, quantity, limit_price
-FROM trades WHERE status = 'NEW'
-ORDER BY created_at, id
+FROM trades WHERE status = 'NEW' AND NOT (symbol = ANY(%s))
+ORDER BY requeued_at NULLS LAST, created_at, id
 LIMIT %s
 FOR UPDATE SKIP LOCKED
 """
 _FINISH = """
-UPDATE trades SET status = %s, fill_price = %s, failure_reason = %s,
+UPDATE trades SET status = %s, fill_price = %s, failure_reason = %s, venue = %s,
                   updated_at = clock_timestamp()
 WHERE id = %s AND status = 'NEW'
 """
+_LOCK_POSITIONS = """
+SELECT symbol, net_quantity FROM positions WHERE symbol = ANY(%s)
+ORDER BY symbol, venue FOR UPDATE
+"""
+_ADD_FILL = """
+INSERT INTO positions (symbol, venue, net_quantity, net_notional, fills, updated_at)
+VALUES (%s, %s, %s, %s, 1, clock_timestamp())
+ON CONFLICT (symbol, venue) DO UPDATE SET
+    net_quantity = positions.net_quantity + EXCLUDED.net_quantity,
+    net_notional = positions.net_notional + EXCLUDED.net_notional,
+    fills = positions.fills + 1, updated_at = EXCLUDED.updated_at
+"""
+_POSITIONS = "SELECT symbol, venue, net_quantity, net_notional FROM positions"
 # clock_timestamp(), not now(): now() is when the batch's transaction began, before the
 # exchange answered, and the timeline find-trade prints should show when the fill happened.
 _EVENT = """
@@ -107,22 +133,45 @@ class EngineMetrics:
         self.orders_received.labels(source="engine")
         for status in STATUSES:
             self.processed.labels(status=status)
+        self.venue_orders = Counter("tradelab_venue_orders",
+                                    "Orders answered by a venue, by venue and status",
+                                    ["venue", "status"], registry=r)
+        self.risk_rejections = Counter("tradelab_risk_rejections",
+                                       "Orders refused before any venue, by reason",
+                                       ["reason"], registry=r)
+        self.position_shares = Gauge("tradelab_position_shares",
+                                     "Net position (shares) by symbol and venue",
+                                     ["symbol", "venue"], registry=r)
+        self.position_notional = Gauge("tradelab_position_notional",
+                                       "Net notional of the fills by symbol and venue",
+                                       ["symbol", "venue"], registry=r)
+        for reason in (*risk.REASONS, risk.STALE_REASON):
+            self.risk_rejections.labels(reason=reason)
         if chaos is not None:
             r.register(ChaosCollector(chaos))
+
+    def watch(self, engine: Engine) -> None:
+        """Per-venue label values and the gauges read at scrape time."""
+        for venue in engine.venues.names:
+            for status in STATUSES:
+                self.venue_orders.labels(venue=venue, status=status)
+        self.registry.register(TradingCollector(engine))
 
 
 class Engine:
     def __init__(self, settings: Any, database_url: str, chaos: ChaosReader | None = None,
                  metrics: EngineMetrics | None = None, rng: random.Random | None = None,
                  order_rate: float | None = None,
-                 db_work_limit_s: float = DB_WORK_LIMIT_S) -> None:
+                 db_work_limit_s: float = DB_WORK_LIMIT_S,
+                 levers: LeverReader | None = None) -> None:
         self.settings = settings
         self.url = database_url
         self.chaos = chaos or ChaosReader(None, default_rate=settings.chaos.default_rate)
         self.metrics = metrics or EngineMetrics(self.chaos)
         self.rng = rng or random.Random()
-        self.exchange = SimulatedExchange(settings.symbols, settings.engine.exchange_latency_ms,
-                                          settings.engine.baseline_failure_rate, rng=self.rng)
+        self.levers = levers or LeverReader(None)
+        self.venues = Venues(settings, rng=self.rng)
+        self.metrics.watch(self)
         self.order_rate = settings.engine.order_rate if order_rate is None else order_rate
         self.batch_size = settings.engine.batch_size
         self._conn = None
@@ -174,39 +223,82 @@ class Engine:
         active = self.chaos.active()
         if "engine-stall" in active:
             return None
+        self.venues.tick(active)
+        halts = self.levers.halts()
+        if ALL in halts:
+            self.metrics.last_batch.set(time.time())
+            return 0
         with self._db() as conn, conn.transaction():
-            rows = conn.execute(_PICK, (self.batch_size,)).fetchall()
+            rows = conn.execute(_PICK, (list(halts), self.batch_size)).fetchall()
             picked = time.monotonic()
-            results = [(row, self.exchange.execute(
-                Order(row[2], row[3], row[4], row[5]), active)) for row in rows]
+            results = self._decide(conn, rows, active) if rows else []
             if results:
                 # The orders go out together; the batch waits for the slowest answer.
-                time.sleep(max(o.latency_s for _, o in results))
+                time.sleep(max(o.latency_s for _, o, _ in results))
                 self._record(conn, results)
         finished = time.monotonic()
         self.metrics.last_batch.set(time.time())
-        for row, outcome in results:
+        for row, outcome, venue in results:
             self.metrics.processed.labels(status=outcome.status).inc()
             self.metrics.duration.observe(finished - picked)
+            if outcome.reason in _PRE_TRADE:  # no venue ever gives these reasons
+                self.metrics.risk_rejections.labels(reason=outcome.reason).inc()
+            else:
+                self.metrics.venue_orders.labels(venue=venue, status=outcome.status).inc()
             level = logging.WARNING if outcome.status == "FAILED" else logging.INFO
             log.log(level, f"trade {row[0]} {outcome.status}: {outcome.message}", extra={
                 "event": _EVENT_NAME[outcome.status], "trade_id": row[0],
                 "client_order_id": row[1], "symbol": row[2], "status": outcome.status,
-                "reason": outcome.reason, "fill_price": outcome.fill_price,
+                "reason": outcome.reason, "fill_price": outcome.fill_price, "venue": venue,
                 "latency_ms": round(outcome.latency_s * 1000, 1),
             })
         return len(results)
 
-    def _record(self, conn, results: list[tuple[tuple, Outcome]]) -> None:
+    def _decide(self, conn, rows: list[tuple], active: dict[str, Any]
+                ) -> list[tuple[tuple, Outcome, str]]:
+        """Each picked order's outcome and venue: market data and risk, then the venue."""
+        positions: dict[str, int] = {}
+        for symbol, quantity in conn.execute(_LOCK_POSITIONS,
+                                             (sorted({r[2] for r in rows}),)).fetchall():
+            positions[symbol] = positions.get(symbol, 0) + quantity
+        trading = self.settings.trading
+        results = []
+        for row in rows:
+            order = Order(row[2], row[3], row[4], row[5])
+            venue = self.levers.venue_for(order.symbol, trading)
+            quote = self.venues.quote(venue, order.symbol)
+            if quote.age_s > trading.max_price_age_s:
+                outcome = _refused(risk.STALE_REASON,
+                                   f"{venue}'s price for {order.symbol} is {quote.age_s:.1f} s "
+                                   f"old (limit {trading.max_price_age_s:g} s)", quote.price)
+            elif (breach := risk.check(order, quote.price, positions.get(order.symbol, 0),
+                                       trading.risk)) is not None:
+                outcome = _refused(breach.reason, breach.message, quote.price)
+            else:
+                outcome = self.venues.execute(venue, order, active)
+            if outcome.status == "FILLED":
+                positions[order.symbol] = (positions.get(order.symbol, 0)
+                                           + risk.signed_quantity(order.side, order.quantity))
+            results.append((row, outcome, venue))
+        return results
+
+    def _record(self, conn, results: list[tuple[tuple, Outcome, str]]) -> None:
         from psycopg.types.json import Jsonb
 
+        fills = sorted((row[2], venue, risk.signed_quantity(row[3], row[4]),
+                        _money(risk.signed_quantity(row[3], row[4]) * o.fill_price))
+                       for row, o, venue in results if o.status == "FILLED")
         with conn.cursor() as cur:
             cur.executemany(_FINISH, [
-                (o.status, _money(o.fill_price), o.failure_reason, row[0]) for row, o in results
+                (o.status, _money(o.fill_price), o.failure_reason, venue, row[0])
+                for row, o, venue in results
             ])
             cur.executemany(_EVENT, [
-                (row[0], _EVENT_NAME[o.status], o.status, Jsonb(o.detail())) for row, o in results
+                (row[0], _EVENT_NAME[o.status], o.status, Jsonb({**o.detail(), "venue": venue}))
+                for row, o, venue in results
             ])
+            if fills:
+                cur.executemany(_ADD_FILL, fills)
 
     # -- background order flow ------------------------------------------------------
     def _generate_flow(self) -> None:
@@ -253,7 +345,7 @@ class Engine:
         limit = None
         if self.rng.random() < 0.5:  # half limit orders, mostly near the market
             drift = self.rng.uniform(-0.015, 0.01)
-            market = self.exchange.price(symbol)
+            market = self.venues.price(symbol)
             limit = round(market * (1 + drift if side == "BUY" else 1 - drift), 2)
         return {"client_order_id": f"flow-{uuid.uuid4()}", "symbol": symbol, "side": side,
                 "quantity": self.rng.randint(1, 500), "limit_price": limit}
@@ -264,9 +356,14 @@ class Engine:
             return
         with self._db() as conn:
             count, age = conn.execute(_BACKLOG).fetchone()
+            positions = conn.execute(_POSITIONS).fetchall()
             conn.commit()
         self.metrics.backlog.set(count)
         self.metrics.oldest_age.set(float(age))
+        for symbol, venue, shares, notional in positions:
+            self.metrics.position_shares.labels(symbol=symbol, venue=venue).set(shares)
+            self.metrics.position_notional.labels(symbol=symbol, venue=venue).set(
+                float(notional))
         self._gauges_at = time.monotonic()
 
     def refresh_gauges(self) -> None:
@@ -302,6 +399,46 @@ class Engine:
             log.error(explain(error, self.url) if error else "database unavailable",
                       extra={"event": "db_unavailable"})
         self._db_ok = ok
+
+
+_PRE_TRADE = (*risk.REASONS, risk.STALE_REASON)
+
+
+def _refused(reason: str, message: str, market: float) -> Outcome:
+    """A REJECTED outcome decided before any venue (no latency: nothing was sent)."""
+    return Outcome("REJECTED", reason, message, None, market, 0.0)
+
+
+class TradingCollector:
+    """Read at scrape time: market data age by venue and symbol, and the halts."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        age = GaugeMetricFamily("tradelab_market_data_age_seconds",
+                                "Seconds since the venue's feed last published the symbol's "
+                                "price", labels=["venue", "symbol"])
+        for (venue, symbol), seconds in sorted(self.engine.venues.ages().items()):
+            age.add_metric([venue, symbol], round(seconds, 3))
+        yield age
+        halts = self.engine.levers.halts()
+        halted = GaugeMetricFamily("tradelab_trading_halted",
+                                   "1 while trading is halted (symbol \"ALL\": the whole lab)",
+                                   labels=["symbol"])
+        halted.add_metric(["ALL"], 1.0 if ALL in halts else 0.0)
+        for symbol in self.engine.settings.symbols:
+            halted.add_metric([symbol], 1.0 if symbol in halts else 0.0)
+        yield halted
+        route = GaugeMetricFamily("tradelab_route", "1 for the venue each symbol is routed "
+                                  "to now", labels=["symbol", "venue"])
+        for symbol in self.engine.settings.symbols:
+            chosen = self.engine.levers.venue_for(symbol, self.engine.settings.trading)
+            for venue in self.engine.venues.names:
+                route.add_metric([symbol, venue], 1.0 if venue == chosen else 0.0)
+        yield route
 
 
 class _DbDown(Exception):
@@ -429,7 +566,9 @@ def main(settings: Any, lab: Any, metrics_bind: str | None = None) -> None:
 
     setup_logging("engine")
     url = resolve_url(None, settings, lab, "app")
-    chaos = ChaosReader(chaos_file_from_env(lab), default_rate=settings.chaos.default_rate)
+    chaos_file = chaos_file_from_env(lab)
+    chaos = ChaosReader(chaos_file, default_rate=settings.chaos.default_rate)
+    levers = LeverReader(chaos_file.parent / LEVERS_FILE)
     metrics = EngineMetrics(chaos)
     host, port = parse_bind(metrics_bind or f"{settings.bind_address}:{settings.ports.engine}",
                             option="--metrics-bind", example="127.0.0.1:9101")
@@ -451,7 +590,7 @@ def main(settings: Any, lab: Any, metrics_bind: str | None = None) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
-        Engine(settings, url, chaos=chaos, metrics=metrics).run(stop)
+        Engine(settings, url, chaos=chaos, metrics=metrics, levers=levers).run(stop)
     finally:
         server.shutdown()
         server.server_close()

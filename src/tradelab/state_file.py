@@ -1,0 +1,121 @@
+"""Small JSON state files under <lab>/state/ that running services poll cheaply.
+
+    watched = WatchedJson(path)          # in the api and engine
+    data = watched.data()                # the last good content ({} when there is none)
+
+    with locked(path):                   # the writing side (a `tradelab` command)
+        data = read_json(path)
+        write_atomic(path, json.dumps(data))
+
+A reader re-parses the file only when its stat signature (mtime, size, inode)
+changes, and looks at most every `check_interval_s`; writers replace the file
+atomically, so a reader sees the old or the new content, never a mix. A broken
+file keeps the last good content (and is logged once): it must not flip a lever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from tradelab.errors import TradelabError
+
+log = logging.getLogger("tradelab.state")
+
+CHECK_INTERVAL_S = 0.5
+
+
+def state_file_from_env(name: str, lab: Any = None) -> Path:
+    """<state dir>/name, beside the chaos file ($TRADELAB_CHAOS_FILE in a container)."""
+    from tradelab.chaos_state import chaos_file_from_env
+
+    return chaos_file_from_env(lab).parent / name
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """The file's mapping ({} when missing); a TradelabError when unreadable."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise TradelabError(f"cannot read {path}: {exc}".splitlines()[0]
+                            + "; fix or delete it") from None
+    return data if isinstance(data, dict) else {}
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    from tradelab.files import write_atomic
+
+    write_atomic(Path(path), json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def locked(path: Path):
+    """An exclusive lock beside `path`, so two writers never lose an update."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.parent / f".{path.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise TradelabError(f"cannot write state in {path.parent}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+class WatchedJson:
+    """A JSON mapping re-read only when its file changes."""
+
+    def __init__(self, path: Path | None, check_interval_s: float = CHECK_INTERVAL_S) -> None:
+        self.path = Path(path) if path else None
+        self.check_interval_s = check_interval_s
+        self._lock = threading.Lock()
+        self._checked_at = float("-inf")
+        self._signature: tuple | None = None
+        self._data: dict[str, Any] = {}
+        self._warned: tuple | None = None
+
+    def data(self) -> dict[str, Any]:
+        with self._lock:
+            if time.monotonic() - self._checked_at >= self.check_interval_s:
+                self._refresh()
+            return self._data
+
+    def _refresh(self) -> None:
+        self._checked_at = time.monotonic()
+        if self.path is None:
+            return
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            self._signature, self._data = None, {}
+            return
+        except OSError as exc:
+            self._warn_once(("stat", str(exc)), f"cannot stat {self.path}: {exc}")
+            return
+        signature = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if signature == self._signature:
+            return
+        try:
+            data = json.loads(self.path.read_text())
+            if not isinstance(data, dict):
+                raise ValueError("not a mapping")
+        except (OSError, ValueError) as exc:
+            self._warn_once(signature, f"ignoring unreadable state file {self.path}: {exc}")
+            return
+        self._signature, self._data = signature, data
+
+    def _warn_once(self, key: tuple, message: str) -> None:
+        if self._warned != key:
+            self._warned = key
+            log.warning(message, extra={"event": "state_file_unreadable"})
