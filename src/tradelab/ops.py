@@ -27,7 +27,7 @@ from tradelab.errors import TradelabError
 
 TRADE_COLUMNS = (
     "id", "client_order_id", "symbol", "side", "quantity", "limit_price", "status",
-    "fill_price", "failure_reason", "source", "created_at", "updated_at",
+    "fill_price", "failure_reason", "venue", "source", "created_at", "updated_at",
 )
 FAILURE_COLUMNS = (
     "id", "client_order_id", "symbol", "side", "quantity", "status", "failure_reason",

@@ -28,6 +28,7 @@ from tradelab.app import models
 log = logging.getLogger("tradelab.api")
 
 RETRY_AFTER_S = "1"
+HALT_RETRY_AFTER_S = "5"  # a halt is an operator's decision: lasts longer than a blip
 PROBE_TIMEOUT_S = 1.0
 STATEMENT_TIMEOUT_MS = 5000
 LOCK_TIMEOUT_MS = 2000  # two requests replaying one client_order_id wait on its row
@@ -84,6 +85,7 @@ class ApiState:
         self._pid: int | None = None
         self._pool: Any = None
         self._chaos: Any = None
+        self._levers: Any = None
         self._recent = RecentlyUsed()
         self._leaked: list[Any] = []  # connections the pool-exhaustion fault holds
         self._leak_lock = threading.Lock()
@@ -91,7 +93,7 @@ class ApiState:
     def _ensure_process(self) -> None:
         # A forked child must not reuse its parent's sockets or threads: start afresh.
         if self._pid != os.getpid():
-            self._pid, self._pool, self._chaos = os.getpid(), None, None
+            self._pid, self._pool, self._chaos, self._levers = os.getpid(), None, None, None
             self._leaked = []
 
     def leak_connections(self) -> None:
@@ -143,6 +145,17 @@ class ApiState:
                 self._chaos = ChaosReader(self.chaos_file, flag_dir=Path.cwd(),
                                           default_rate=self.settings.chaos.default_rate)
             return self._chaos
+
+    def levers(self):
+        with self._lock:
+            self._ensure_process()
+            if self._levers is None:
+                from pathlib import Path
+
+                from tradelab.levers_state import LEVERS_FILE, LeverReader
+
+                self._levers = LeverReader(Path(self.chaos_file).parent / LEVERS_FILE)
+            return self._levers
 
     def _open_pool(self):
         from psycopg_pool import ConnectionPool
@@ -266,6 +279,15 @@ def _register_routes(app, state: ApiState) -> None:
             log.info("order rejected", extra={"event": "order_rejected",
                                               "fields": [d["field"] for d in details]})
             return error(400, "validation_error", "the order is invalid", details)
+
+        if state.levers().halted(order.symbol):
+            log.info("order refused: trading halted", extra={
+                "event": "trading_halted", "client_order_id": order.client_order_id,
+                "symbol": order.symbol})
+            return error(503, "trading_halted",
+                         f"trading in {order.symbol} is halted by the operator; retry later",
+                         [{"field": "symbol", "message": "halted", "type": "halted"}],
+                         headers={"Retry-After": HALT_RETRY_AFTER_S})
 
         fault = state.chaos().active().get("api-errors")
         if fault is not None and random.random() < (1.0 if fault.rate is None else fault.rate):

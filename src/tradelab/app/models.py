@@ -119,6 +119,7 @@ class Trade(BaseModel):
     status: Literal["NEW", "FILLED", "REJECTED", "FAILED"]
     fill_price: float | None
     failure_reason: str | None
+    venue: str | None = None  # where the engine routed it; None while NEW
     source: str
     created_at: datetime
     updated_at: datetime

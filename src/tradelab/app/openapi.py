@@ -66,7 +66,9 @@ def openapi_document(symbols: tuple[str, ...]) -> dict[str, Any]:
                 "413": _error("Body larger than the configured limit"),
                 "415": _error("Body is not JSON"),
                 "500": _error("Injected failure while the api-errors chaos fault is on"),
-                "503": db_down,
+                "503": _error("The database is unavailable (error db_unavailable), or trading "
+                              "in the symbol is halted by the operator (error trading_halted); "
+                              "retry after Retry-After seconds", _RETRY_AFTER),
             },
         }},
         "/trades/{trade_id}": {"get": {

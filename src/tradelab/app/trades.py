@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 TRADE_COLUMNS = ("id, client_order_id, symbol, side, quantity, limit_price, status, "
-                 "fill_price, failure_reason, source, request_hash, created_at, updated_at")
+                 "fill_price, failure_reason, venue, source, request_hash, created_at, updated_at")
 
 # One statement, so one round trip and one implicit transaction: the trade and its
 # "received" event commit together, or neither does.

@@ -20,8 +20,10 @@ except ImportError:  # pragma: no cover
     from click import exceptions as click_errors  # type: ignore[no-redef]
 
 from tradelab import __version__
+from tradelab import audit as _audit
 from tradelab.cli.common import PlainHelpGroup
 from tradelab.errors import TradelabError
+from tradelab.lab import Lab
 
 
 class _Group(PlainHelpGroup):
@@ -49,14 +51,56 @@ class _Group(PlainHelpGroup):
         sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx):  # noqa: D102
+        command, arguments = self._command_path(ctx)
+        audit = command is not None and _audit.is_audited(command, arguments)
         try:
-            return super().invoke(ctx)
+            rv = super().invoke(ctx)
         except TradelabError as exc:
+            if audit:
+                self._audit(ctx, command, arguments, "error", 1, str(exc))
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
+            if audit:
+                self._audit(ctx, command, arguments, "interrupted", 130)
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+        except typer.Exit as exc:
+            if audit:
+                code = exc.exit_code
+                self._audit(ctx, command, arguments, "ok" if code == 0 else "error", code)
+            raise
+        except click_errors.UsageError:
+            raise  # refused before acting: nothing changed
+        except Exception as exc:
+            if audit:
+                self._audit(ctx, command, arguments, "error", 1, type(exc).__name__)
+            raise
+        if audit:
+            self._audit(ctx, command, arguments, "ok", rv if isinstance(rv, int) else 0)
+        return rv
+
+    def _command_path(self, ctx) -> tuple[str | None, list[str]]:
+        """("ops halt", [its arguments]) from the words left after the global options."""
+        args = [*(getattr(ctx, "_protected_args", None) or ctx.protected_args), *ctx.args]
+        names: list[str] = []
+        group = self
+        while hasattr(group, "get_command") and args:  # a group (typer's own click or not)
+            sub = group.get_command(ctx, args[0])
+            if sub is None:
+                break
+            names.append(args.pop(0))
+            group = sub
+        return (" ".join(names) or None), args
+
+    @staticmethod
+    def _audit(ctx, command, arguments, outcome, code, error=None) -> None:
+        lab_dir = (ctx.obj or {}).get("lab_dir")
+        try:
+            lab = Lab.from_flag(lab_dir)
+        except TradelabError:
+            return
+        _audit.record(lab, command, arguments, outcome, exit_code=code, error=error)
 
 
 app = typer.Typer(
