@@ -148,6 +148,7 @@ def _register_all() -> None:
         config,
         db,
         gameday,
+        levers,
         load,
         ops,
         render,
@@ -158,8 +159,8 @@ def _register_all() -> None:
         watch,
     )
 
-    for module in (stack, render, chaos, gameday, alerts, watch, runbook, ops, load, verify, db,
-                   serve, config):
+    for module in (stack, render, chaos, gameday, alerts, watch, runbook, ops, levers, load,
+                   verify, db, serve, config):
         module.register(app)
 
 

@@ -1,4 +1,4 @@
-"""`tradelab find-trade` and `tradelab investigate-failures`: the operator's read-only view.
+"""`tradelab find-trade`, `investigate-failures` and `positions`: the operator's read-only view.
 
     tradelab find-trade --id 10
     tradelab find-trade --client-order-id web-42 --json
@@ -109,6 +109,29 @@ def investigate_failures_cli(
     print_table([{"symbol": k, "failed": v} for k, v in summary["by_symbol"].items()])
 
 
+def positions_cli(
+    ctx: typer.Context,
+    symbol: Annotated[str | None, typer.Option("--symbol", help="Only this symbol.",
+                                               show_default=False)] = None,
+    database_url: DatabaseUrl = None,
+    as_json: Json = False,
+) -> None:
+    """Net position and notional per symbol and venue, from the fills."""
+    from tradelab.positions import positions
+
+    report = positions(operator_url(ctx, database_url), symbol.upper() if symbol else None)
+    if as_json:
+        print_json(report)
+        return
+    if not report["positions"]:
+        typer.echo("no fills yet: every position is flat")
+        return
+    print_table(report["positions"], headers=["symbol", "venue", "net_quantity",
+                                              "net_notional", "average_price", "fills"])
+    typer.echo("")
+    print_table([{"symbol": s, **t} for s, t in report["by_symbol"].items()])
+
+
 def _detail(detail: Any) -> str:
     if not detail:
         return ""
@@ -120,3 +143,4 @@ def _detail(detail: Any) -> str:
 def register(app: typer.Typer) -> None:
     app.command("find-trade")(find_trade_cli)
     app.command("investigate-failures")(investigate_failures_cli)
+    app.command("positions")(positions_cli)

@@ -20,3 +20,17 @@ CREATE TABLE positions (
 -- positions from the fills: one index-only pass over the filled trades.
 CREATE INDEX trades_filled_by_symbol_venue ON trades (symbol, venue)
     INCLUDE (side, quantity, fill_price) WHERE status = 'FILLED';
+
+-- The engine keeps positions (tables made here get the default privileges of 0002: the
+-- app role reads and writes them, the operator role reads them).
+
+-- `tradelab ops db sessions` runs as the operator role: pg_read_all_stats lets it see every
+-- session's state and query in pg_stat_activity, and nothing more (still read-only).
+-- Granting it needs a superuser; a database owner without one gets sessions in less detail.
+DO $$
+BEGIN
+    GRANT pg_read_all_stats TO tradelab_operator;
+EXCEPTION WHEN insufficient_privilege THEN
+    RAISE NOTICE 'not a superuser: tradelab_operator sees other sessions without detail';
+END
+$$;
