@@ -236,10 +236,11 @@ def test_cli_list(lab_dir):
     for fault in FAULTS:
         assert fault in result.output
     listed = json.loads(cli(lab_dir, "list", "--json").output)["faults"]
-    assert {f["fault"]: f["options"] for f in listed}["exchange-latency"] == "--latency-ms"
+    assert {f["fault"]: f["options"] for f in listed}["exchange-latency"] == "--latency-ms --venue"
     for f in listed:
         assert f["breaks"] and f["signal"] and f["alert"] and f["runtimes"], f
         assert f["runbook"] == f"docs/runbooks.md#{f['alert'].lower()}"
+        assert f["mitigated_by"] and all(m.startswith("ops ") for m in f["mitigated_by"]), f
 
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"

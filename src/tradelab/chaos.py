@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 
 
 def chaos_on(settings: Settings, lab: Lab, fault: str | None = None, rate: float | None = None,
-             latency_ms: int | None = None, duration_s: float | None = None
-             ) -> dict[str, Any]:
+             latency_ms: int | None = None, duration_s: float | None = None,
+             venue: str | None = None) -> dict[str, Any]:
     """Turn a fault on (default: settings.chaos.default_fault); return its entry.
 
     Runtime faults are carried out through the running lab's driver first, and
@@ -42,12 +42,16 @@ def chaos_on(settings: Settings, lab: Lab, fault: str | None = None, rate: float
     if duration_s is not None:
         duration_s = parse_duration(duration_s)  # nan, inf, 1e400 refused before anything
     store = store_for(settings, lab)
+    if venue is not None and venue not in settings.trading.venues:
+        raise TradelabError(f"unknown venue {venue!r}: use one of "
+                            f"{', '.join(settings.trading.venues)}")
     end_overdue(settings, lab)
     if spec.kind == "runtime":
         if rate is not None or latency_ms is not None:
             raise TradelabError(f"fault {name} takes no --rate or --latency-ms")
         act(running_driver(settings, lab), _action(spec, "on"), _service(spec))
-    entry = store.enable(name, rate=rate, latency_ms=latency_ms, duration_s=duration_s)
+    entry = store.enable(name, rate=rate, latency_ms=latency_ms, duration_s=duration_s,
+                         venue=venue)
     if spec.kind == "runtime" and duration_s is not None:
         _schedule_off(lab, store.path, name, duration_s, entry["since"])
     return entry

@@ -60,6 +60,7 @@ class ActiveFault:
     since: datetime
     until: datetime | None = None
     source: str = "file"  # "file" | "flag"
+    venue: str | None = None  # exchange faults: the one venue hit (None: every venue)
 
     def remaining_s(self, now: datetime | None = None) -> float | None:
         if self.until is None:
@@ -76,6 +77,7 @@ class ActiveFault:
             "until": _iso(self.until) if self.until else None,
             "remaining_s": None if (left := self.remaining_s()) is None else round(left, 1),
             "source": self.source,
+            "venue": self.venue,
         }
 
 
@@ -115,9 +117,11 @@ class ChaosStore:
         return {n: f for n, e in self.read().items() if (f := parse_entry(n, e)) is not None}
 
     def enable(self, fault: str, rate: float | None = None, latency_ms: int | None = None,
-               duration_s: float | None = None) -> dict[str, Any]:
+               duration_s: float | None = None, venue: str | None = None) -> dict[str, Any]:
         """Turn `fault` on (replacing its previous entry); return the new entry."""
         spec = check_fault(fault)
+        if venue is not None and "venue" not in spec.params:
+            raise TradelabError(f"fault {fault} takes no --venue")
         if rate is not None and "rate" not in spec.params:
             raise TradelabError(f"fault {fault} takes no --rate")
         if latency_ms is not None and "latency_ms" not in spec.params:
@@ -140,6 +144,8 @@ class ChaosStore:
             entry["rate"] = float(rate)
         if latency_ms is not None:
             entry["latency_ms"] = int(latency_ms)
+        if venue is not None:
+            entry["venue"] = venue
         if duration_s is not None:
             entry["until"] = _iso(now + timedelta(seconds=duration_s))
         with self._locked():
@@ -223,7 +229,11 @@ class ChaosReader:
 
     def __init__(self, path: Path | None, flag_dir: Path | None = None,
                  default_rate: float = DEFAULT_RATE,
-                 check_interval_s: float = CHECK_INTERVAL_S) -> None:
+                 check_interval_s: float = CHECK_INTERVAL_S,
+                 started_at: datetime | None = None) -> None:
+        # started_at: when this process started; faults that are cleared_by_restart and
+        # went on before it are not this process's (it is the restarted one).
+        self.started_at = started_at
         self.path = Path(path) if path else None
         self.flag_dir = Path(flag_dir) if flag_dir else None
         self.default_rate = default_rate
@@ -249,6 +259,9 @@ class ChaosReader:
         for name, entry in entries.items():
             fault = parse_entry(name, entry)
             if fault is not None and (fault.until is None or fault.until > now):
+                if (self.started_at is not None and FAULTS[name].cleared_by_restart
+                        and fault.since < self.started_at):
+                    continue
                 out[name] = fault  # the file wins over the flag
         return out
 
@@ -327,6 +340,7 @@ def parse_entry(name: str, entry: dict[str, Any]) -> ActiveFault | None:
             latency_ms=None if latency is None else int(_clamp(float(latency), 0, MAX_LATENCY_MS)),
             since=_parse_time(entry.get("since")) or _now(),
             until=_parse_time(entry.get("until")),
+            venue=entry.get("venue") if isinstance(entry.get("venue"), str) else None,
         )
     except (TypeError, ValueError, OverflowError):
         return None

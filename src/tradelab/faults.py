@@ -33,7 +33,7 @@ class Fault:
     name: str
     kind: Literal["in-process", "runtime"]  # read from the chaos file | done by a driver
     description: str
-    params: tuple[str, ...] = ()  # which of rate / latency_ms it takes
+    params: tuple[str, ...] = ()  # which of rate / latency_ms / venue it takes
     service: str | None = None  # runtime faults: the service acted on ...
     on: Action | None = None  # ... the primitive that turns the fault on ...
     off: Action | None = None  # ... and the one that undoes it
@@ -41,6 +41,11 @@ class Fault:
     signal: str = ""  # the metric (or log) it leaves
     alert: str = ""  # the alert that detects it (docs/runbooks.md has its section)
     runtimes: tuple[str, ...] = ALL_RUNTIMES  # the runtimes that can carry it out
+    # The `tradelab ops` levers that mitigate it (an operator's fix, not `chaos off`).
+    mitigated_by: tuple[str, ...] = ()
+    # An in-process fault that models a wedged process: a process started after the
+    # fault went on does not have it, so `ops restart SERVICE` mitigates it.
+    cleared_by_restart: bool = False
 
     @property
     def runbook(self) -> str:
@@ -52,62 +57,81 @@ class Fault:
         return {"fault": self.name, "kind": self.kind, "description": self.description,
                 "options": " ".join("--" + p.replace("_", "-") for p in self.params) or "-",
                 "breaks": self.breaks, "signal": self.signal, "alert": self.alert,
-                "runbook": self.runbook, "runtimes": list(self.runtimes)}
+                "runbook": self.runbook, "runtimes": list(self.runtimes),
+                "mitigated_by": list(self.mitigated_by)}
 
 
 FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("exchange-errors", "in-process",
-          "the simulated exchange fails a share of orders (CHAOS: Forced connection failure)",
-          ("rate",),
+          "a venue (--venue; default every venue) fails a share of orders "
+          "(CHAOS: Forced connection failure)", ("rate", "venue"),
           breaks="orders end FAILED instead of FILLED",
-          signal='tradelab_trades_processed_total{status="FAILED"}',
-          alert="TradeProcessingBurnRateHigh"),
+          signal='tradelab_venue_orders_total{status="FAILED"}',
+          alert="TradeProcessingBurnRateHigh",
+          mitigated_by=("ops route --venue OTHER",)),
     Fault("exchange-latency", "in-process",
-          "the simulated exchange answers latency_ms slower", ("latency_ms",),
+          "a venue (--venue; default every venue) answers latency_ms slower",
+          ("latency_ms", "venue"),
           breaks="orders take seconds to fill",
           signal="tradelab_trade_processing_duration_seconds",
-          alert="TradeProcessingSlow"),
+          alert="TradeProcessingSlow",
+          mitigated_by=("ops route --venue OTHER",)),
+    Fault("market-data-stale", "in-process",
+          "a venue's price feed (--venue; default every venue) stops: its prices age and "
+          "the engine rejects orders on them", ("venue",),
+          breaks="orders end REJECTED (STALE_MARKET_DATA)",
+          signal="tradelab_market_data_age_seconds",
+          alert="MarketDataStale",
+          mitigated_by=("ops route --venue OTHER",)),
     Fault("api-errors", "in-process", "the API answers a share of POST /trades with 500",
           ("rate",),
           breaks="clients see 500s; orders are not accepted",
           signal='tradelab_http_requests_total{code="500"}',
-          alert="OrderAcceptanceBurnRateHigh"),
+          alert="OrderAcceptanceBurnRateHigh",
+          mitigated_by=("ops restart api",), cleared_by_restart=True),
     Fault("api-latency", "in-process", "the API answers latency_ms slower", ("latency_ms",),
           breaks="every request is slow",
           signal="tradelab_http_request_duration_seconds",
-          alert="ApiLatencyBurnRateHigh"),
+          alert="ApiLatencyBurnRateHigh",
+          mitigated_by=("ops restart api",), cleared_by_restart=True),
     Fault("engine-stall", "in-process",
           "the engine stops picking up orders; the backlog grows",
           breaks="accepted orders stay NEW",
           signal="tradelab_oldest_pending_order_age_seconds",
-          alert="OrderBacklogStale"),
+          alert="OrderBacklogStale",
+          mitigated_by=("ops restart engine",), cleared_by_restart=True),
     Fault("pool-exhaustion", "in-process",
           "the API's database connections are held and never given back (a leak)",
           breaks="requests wait for the pool, then answer 503 after api.db_timeout_s",
           signal="tradelab_db_pool_available == 0",
-          alert="DatabasePoolExhausted"),
+          alert="DatabasePoolExhausted",
+          mitigated_by=("ops restart api",), cleared_by_restart=True),
     Fault("db-outage", "runtime", "PostgreSQL is stopped; started again on `chaos off`",
           service="postgres", on="stop", off="start",
           breaks="the API answers 503, the engine waits",
           signal="tradelab_db_up == 0",
-          alert="DatabaseDown"),
+          alert="DatabaseDown",
+          mitigated_by=("ops restart postgres",)),
     Fault("db-pause", "runtime",
           "PostgreSQL is frozen (processes SIGSTOPped, container paused); woken on `chaos off`",
           service="postgres", on="pause", off="unpause",
           breaks="connections hang instead of being refused; the API answers 503 after"
                  " api.db_timeout_s",
           signal="tradelab_db_up == 0",
-          alert="DatabaseDown"),
+          alert="DatabaseDown",
+          mitigated_by=("ops restart postgres",)),
     Fault("kill-api", "runtime", "the API's process is killed (SIGKILL)",
           service="api", on="kill", off="start",
           breaks="no order is accepted; connections refused",
           signal='up{job="api"} == 0',
-          alert="ScrapeTargetDown"),
+          alert="ScrapeTargetDown",
+          mitigated_by=("ops restart api",)),
     Fault("kill-engine", "runtime", "the engine's process is killed (SIGKILL)",
           service="engine", on="kill", off="start",
           breaks="accepted orders stay NEW",
           signal='up{job="engine"} == 0',
-          alert="ScrapeTargetDown"),
+          alert="ScrapeTargetDown",
+          mitigated_by=("ops restart engine",)),
 )}
 
 
@@ -135,12 +159,14 @@ CATALOGUE_END = "<!-- end of catalogue -->"
 def catalogue_markdown() -> str:
     """The catalogue as the Markdown table docs/chaos.md holds (tests/test_chaos.py checks it)."""
     lines = [CATALOGUE_BEGIN, "",
-             "| fault | kind | options | what it breaks | signal | alert (runbook) | runtimes |",
-             "|---|---|---|---|---|---|---|"]
+             "| fault | kind | options | what it breaks | signal | alert (runbook) | runtimes "
+             "| mitigated by |",
+             "|---|---|---|---|---|---|---|---|"]
     for f in FAULTS.values():
         runbook = f"[{f.alert}](runbooks.md#{f.alert.lower()})"
         lines.append(f"| `{f.name}` | {f.kind} | {f.as_dict()['options']} | {f.breaks} "
-                     f"| `{f.signal}` | {runbook} | {', '.join(f.runtimes)} |")
+                     f"| `{f.signal}` | {runbook} | {', '.join(f.runtimes)} "
+                     f"| {', '.join(f'`{m}`' for m in f.mitigated_by)} |")
     return "\n".join([*lines, "", CATALOGUE_END]) + "\n"
 
 

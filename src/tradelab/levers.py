@@ -86,17 +86,20 @@ def restart(settings: Any, lab: Any, service: str) -> dict[str, Any]:
     """Stop and start `service` of the running lab (either runtime)."""
     if service not in RESTARTABLE:
         raise TradelabError(f"unknown service {service!r}: use one of {', '.join(RESTARTABLE)}")
-    from tradelab.runtimes import running_runtime
+    from tradelab.orchestrator import act, running_driver
 
-    runtime = running_runtime(settings, lab)
-    states = {st.name: st.state for st in runtime.status()}
+    driver = running_driver(settings, lab)
+    states = {st.name: st.state for st in driver.status()}
     if service not in states:
         raise TradelabError(f"service {service} is not part of the running lab "
                             f"({', '.join(states)})")
-    if states[service] == "running":
-        runtime.stop_service(service)
-    runtime.start_service(service)
-    after = {st.name: st.state for st in runtime.status()}
+    if hasattr(driver, "restart"):  # the driver's own primitive where it has one
+        driver.restart(service)
+    else:
+        if states[service] == "running":
+            act(driver, "stop", service)
+        act(driver, "start", service)
+    after = {st.name: st.state for st in driver.status()}
     return {"service": service, "before": states[service], "after": after.get(service)}
 
 

@@ -86,6 +86,9 @@ class ApiState:
         self._pool: Any = None
         self._chaos: Any = None
         self._levers: Any = None
+        from datetime import UTC, datetime
+
+        self.started_at = datetime.now(UTC)  # before any worker serves: see cleared_by_restart
         self._recent = RecentlyUsed()
         self._leaked: list[Any] = []  # connections the pool-exhaustion fault holds
         self._leak_lock = threading.Lock()
@@ -143,6 +146,7 @@ class ApiState:
                 from tradelab.chaos_state import ChaosReader
 
                 self._chaos = ChaosReader(self.chaos_file, flag_dir=Path.cwd(),
+                                          started_at=self.started_at,
                                           default_rate=self.settings.chaos.default_rate)
             return self._chaos
 

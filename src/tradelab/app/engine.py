@@ -34,6 +34,7 @@ import signal
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -567,7 +568,8 @@ def main(settings: Any, lab: Any, metrics_bind: str | None = None) -> None:
     setup_logging("engine")
     url = resolve_url(None, settings, lab, "app")
     chaos_file = chaos_file_from_env(lab)
-    chaos = ChaosReader(chaos_file, default_rate=settings.chaos.default_rate)
+    chaos = ChaosReader(chaos_file, default_rate=settings.chaos.default_rate,
+                        started_at=datetime.now(UTC))
     levers = LeverReader(chaos_file.parent / LEVERS_FILE)
     metrics = EngineMetrics(chaos)
     host, port = parse_bind(metrics_bind or f"{settings.bind_address}:{settings.ports.engine}",

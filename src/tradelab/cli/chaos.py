@@ -38,6 +38,9 @@ def on_cli(
     duration: Annotated[str | None, typer.Option(
         "--for", help="End the fault by itself after e.g. 90s, 5m, 1h.",
         show_default=False)] = None,
+    venue: Annotated[str | None, typer.Option(
+        "--venue", help="Only this venue (exchange and market-data faults).",
+        show_default=False)] = None,
 ) -> None:
     """Turn a fault on; running services pick it up within about 2 s."""
     from tradelab.chaos import chaos_on
@@ -47,7 +50,7 @@ def on_cli(
     settings = settings_from(ctx)
     name = fault or settings.chaos.default_fault
     entry = chaos_on(settings, lab_from(ctx), name, rate=rate, latency_ms=latency_ms,
-                     duration_s=seconds)
+                     duration_s=seconds, venue=venue)
     typer.echo(f"chaos on: {name}{_params(entry)}"
                + (f" for {format_duration(seconds)}" if seconds else " until `tradelab chaos off`"))
 
@@ -122,7 +125,8 @@ def list_cli(
         return
     print_table([{"fault": f["fault"], "kind": f["kind"], "options": f["options"],
                   "breaks": f["breaks"], "alert": f["alert"],
-                  "runtimes": ",".join(f["runtimes"])} for f in faults])
+                  "runtimes": ",".join(f["runtimes"]),
+                  "mitigated by": ", ".join(f["mitigated_by"]) or "-"} for f in faults])
 
 
 def _params(entry: dict) -> str:
@@ -131,6 +135,8 @@ def _params(entry: dict) -> str:
         parts.append(f"rate {entry['rate']:g}")
     if entry.get("latency_ms") is not None:
         parts.append(f"latency {entry['latency_ms']} ms")
+    if entry.get("venue") is not None:
+        parts.append(f"venue {entry['venue']}")
     return f" ({', '.join(parts)})" if parts else ""
 
 

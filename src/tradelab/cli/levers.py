@@ -44,7 +44,10 @@ def halt_cli(ctx: typer.Context, symbol: Symbol = None,
              reason: Annotated[str | None, typer.Option("--reason", help="Why (kept in the "
                                                         "state file).")] = None,
              as_json: Json = False) -> None:
-    """Kill switch: new orders get 503 trading_halted; acknowledged ones wait as NEW."""
+    """Kill switch: refuse new orders, hold acknowledged ones.
+
+    New orders get 503 trading_halted; acknowledged ones wait as NEW until resume.
+    """
     from tradelab.levers import halt
 
     out = halt(settings_from(ctx), lab_from(ctx), symbol, reason)
@@ -99,8 +102,10 @@ def requeue_cli(ctx: typer.Context,
                 stuck_for: Annotated[str, typer.Option("--stuck-for", help="Orders NEW for "
                                                        "longer than this, e.g. 2m.")],
                 database_url: DatabaseUrl = None, as_json: Json = False) -> None:
-    """Orders left NEW too long go first in the engine's line again (once per order).
-    Writes, so it uses the app role (the operator role is read-only)."""
+    """Put orders stuck NEW first in line again, once.
+
+    Writes, so it uses the app role (the operator role is read-only).
+    """
     from tradelab.db.connect import resolve_url
     from tradelab.durations import parse_duration
     from tradelab.levers import requeue
@@ -135,7 +140,10 @@ def sessions_cli(ctx: typer.Context,
                      "--kill-idle-in-transaction",
                      help="Terminate every session idle inside a transaction.")] = False,
                  database_url: DatabaseUrl = None, as_json: Json = False) -> None:
-    """Who holds connections and locks (operator role); --kill... as the lab's admin role."""
+    """Who holds connections and locks; --kill frees them.
+
+    Listing reads as the operator role; killing needs the lab's admin role.
+    """
     from tradelab import db_sessions
     from tradelab.db.connect import resolve_url
 
