@@ -512,7 +512,7 @@ class _Builder:
     def api(self) -> Service:
         port = self._port("http", 8000, self.s.ports.api)
         env, sec = self._database_env("app", "app_db_password", self._pg_port())
-        env.update(self._settings_env("api", "symbols", "chaos", "slo"))
+        env.update(self._settings_env("api", "symbols", "chaos", "slo", "trading"))
         return self._app(
             "api", ("serve", "api", "--bind", self._listen(port)), environment=env,
             secrets=(sec,) if sec else (), ports=(port,),
@@ -524,7 +524,7 @@ class _Builder:
     def engine(self) -> Service:
         port = self._port("metrics", 9101, self.s.ports.engine)
         env, sec = self._database_env("app", "app_db_password", self._pg_port())
-        env.update(self._settings_env("engine", "symbols", "chaos"))
+        env.update(self._settings_env("engine", "symbols", "chaos", "trading"))
         return self._app(
             "engine", ("serve", "engine", "--metrics-bind", self._listen(port)), environment=env,
             secrets=(sec,) if sec else (), ports=(port,),
