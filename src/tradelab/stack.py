@@ -438,7 +438,8 @@ class _Builder:
         """Settings a process reads, as TRADELAB_* variables (so a change recreates it)."""
         env = {}
         for key, value in self.s.flat().items():
-            if key.split(".")[0] in prefixes:
+            # None is every such setting's default; as text it would read back as "null"
+            if key.split(".")[0] in prefixes and value is not None:
                 text = yaml.safe_dump(value, default_flow_style=True).strip()
                 env["TRADELAB_" + key.upper().replace(".", "__")] = text.removesuffix("\n...")
         return env
