@@ -566,3 +566,80 @@ def test_pool_exhaustion_pages_as_database_pool_exhausted(rule_files, tmp_path):
         Check(off + minutes(1), [], only="DatabasePoolExhausted"),
     ]
     promtool_test(rule_files, lab, off + minutes(2), checks, tmp_path)
+
+
+# -- trading operations: venues, market data, risk, halts -------------------------------
+
+def _trading_series(duration: float, step: float, fault: str, on: float, off: float):
+    """The engine's trading series over time: 2 orders/s split over two venues, fresh
+    market data, no halt, a few risk rejections; `fault` changes one of them in [on, off)."""
+    times = [i * step for i in range(int(duration // step) + 1)]
+    engine = 'job="engine",instance="engine:9101"'
+
+    def within(t):
+        return on <= t < off
+
+    def venue_rate(venue, status):
+        def rate(t):
+            total = 1.0  # orders/s per venue
+            failed = 0.9 if fault == "venue" and venue == "alpha" and within(t) else 0.0005
+            return total * (failed if status == "FAILED" else 1 - failed)
+        return rate
+
+    def risk_rate(t):
+        return 3.0 if fault == "risk" and within(t) else 0.05
+
+    counters = {f'tradelab_venue_orders_total{{{engine},venue="{v}",status="{s}"}}':
+                venue_rate(v, s) for v in ("alpha", "beta") for s in ("FILLED", "FAILED")}
+    counters[f'tradelab_risk_rejections_total{{{engine},reason="PRICE_BAND"}}'] = risk_rate
+    counters[f'tradelab_trades_processed_total{{{engine},status="FILLED"}}'] = lambda t: 2.0
+    counters[f'tradelab_trades_processed_total{{{engine},status="REJECTED"}}'] = risk_rate
+    gauges = {
+        f'tradelab_market_data_age_seconds{{{engine},venue="{v}",symbol="AAPL"}}':
+            (lambda t, v=v: (t - on) if fault == "stale" and v == "alpha" and within(t)
+             else 0.25) for v in ("alpha", "beta")}
+    gauges[f'tradelab_trading_halted{{{engine},symbol="ALL"}}'] = \
+        lambda t: 1.0 if fault == "halt" and within(t) else 0.0
+    out = []
+    for name, rate in counters.items():
+        total, values = 0.0, []
+        for t in times:
+            values.append(total)
+            total += rate(t) * step
+        out.append({"series": name, "values": " ".join(_num(v) for v in values)})
+    for name, value in gauges.items():
+        out.append({"series": name, "values": " ".join(_num(value(t)) for t in times)})
+    return out
+
+
+@pytest.mark.parametrize("fault, alertname, severity, labels, fires_within", [
+    ("venue", "VenueFailing", "page", {"venue": "alpha"}, minutes(5)),
+    ("stale", "MarketDataStale", "page", {"venue": "alpha"}, minutes(2)),
+    ("risk", "RiskRejectionsSpiking", "ticket", {}, minutes(11)),
+    ("halt", "TradingHalted", "ticket", {"symbol": "ALL"}, minutes(6)),
+])
+def test_trading_alerts_fire_for_their_fault_only_and_resolve(rule_files, tmp_path, fault,
+                                                              alertname, severity, labels,
+                                                              fires_within):
+    on, off, duration, step = minutes(10), minutes(40), minutes(60), 15
+    test = {
+        "rule_files": [str(p) for p in rule_files],
+        "evaluation_interval": f"{step}s",
+        "tests": [{"interval": f"{step}s",
+                   "input_series": _trading_series(duration, step, fault, on, off),
+                   "promql_expr_test": [
+                       _expr_test(Check(on - step, [], severity=None, only=alertname)),
+                       _expr_test(Check(on + fires_within,
+                                        [alert(alertname, severity, **labels)],
+                                        only=alertname)),
+                       # nothing else of the trading group fires for this fault
+                       _expr_test(Check(on + fires_within, [alert(alertname, severity,
+                                                                  **labels)])),
+                       _expr_test(Check(off + minutes(12), [], only=alertname)),
+                   ]}],
+    }
+    path = tmp_path / "trading.yml"
+    path.write_text(yaml.safe_dump(test, sort_keys=False, width=1 << 20))
+    result = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
