@@ -28,12 +28,13 @@ if TYPE_CHECKING:
 
 def chaos_on(settings: Settings, lab: Lab, fault: str | None = None, rate: float | None = None,
              latency_ms: int | None = None, duration_s: float | None = None,
-             venue: str | None = None) -> dict[str, Any]:
+             venue: str | None = None, hidden: bool = False) -> dict[str, Any]:
     """Turn a fault on (default: settings.chaos.default_fault); return its entry.
 
     Runtime faults are carried out through the running lab's driver first, and
     recorded only once that worked; with a duration, a detached process undoes
-    them when it ends (in-process faults simply expire).
+    them when it ends (in-process faults simply expire). `hidden`: a drill's fault,
+    which reports show only as "a drill is running" (chaos_state.reported_faults).
     """
     from tradelab.durations import parse_duration
 
@@ -51,19 +52,21 @@ def chaos_on(settings: Settings, lab: Lab, fault: str | None = None, rate: float
             raise TradelabError(f"fault {name} takes no --rate or --latency-ms")
         act(running_driver(settings, lab), _action(spec, "on"), _service(spec))
     entry = store.enable(name, rate=rate, latency_ms=latency_ms, duration_s=duration_s,
-                         venue=venue)
+                         venue=venue, hidden=hidden)
     if spec.kind == "runtime" and duration_s is not None:
         _schedule_off(lab, store.path, name, duration_s, entry["since"])
     return entry
 
 
 def chaos_off(settings: Settings, lab: Lab, fault: str | None = None,
-              if_since: str | None = None) -> list[str]:
+              if_since: str | None = None, by_drill: bool = False) -> list[str]:
     """Turn `fault` off (None: all); return the faults turned off.
 
     Runtime faults are undone through the driver (e.g. PostgreSQL started
     again). With `if_since`, only the fault switched on at that time is turned
     off: a scheduled off must not end a fault that was switched on again since.
+    Turning a drill's hidden fault off abandons the drill, unless the drill itself
+    does it (`by_drill`).
     """
     if fault is not None:
         check_fault(fault)
@@ -99,6 +102,10 @@ def chaos_off(settings: Settings, lab: Lab, fault: str | None = None,
         store.disable(name)
     if unreadable:
         store.disable()
+    if not by_drill and any(entries[n].get("hidden") for n in names):
+        from tradelab.drill.session import abandon_current
+
+        abandon_current(lab, "chaos off")
     return names
 
 

@@ -61,6 +61,7 @@ class ActiveFault:
     until: datetime | None = None
     source: str = "file"  # "file" | "flag"
     venue: str | None = None  # exchange faults: the one venue hit (None: every venue)
+    hidden: bool = False  # injected by a drill: reports say a drill runs, not which fault
 
     def remaining_s(self, now: datetime | None = None) -> float | None:
         if self.until is None:
@@ -117,7 +118,8 @@ class ChaosStore:
         return {n: f for n, e in self.read().items() if (f := parse_entry(n, e)) is not None}
 
     def enable(self, fault: str, rate: float | None = None, latency_ms: int | None = None,
-               duration_s: float | None = None, venue: str | None = None) -> dict[str, Any]:
+               duration_s: float | None = None, venue: str | None = None,
+               hidden: bool = False) -> dict[str, Any]:
         """Turn `fault` on (replacing its previous entry); return the new entry."""
         spec = check_fault(fault)
         if venue is not None and "venue" not in spec.params:
@@ -148,6 +150,8 @@ class ChaosStore:
             entry["venue"] = venue
         if duration_s is not None:
             entry["until"] = _iso(now + timedelta(seconds=duration_s))
+        if hidden:
+            entry["hidden"] = True
         with self._locked():
             faults = self._kept(self._load_or_empty())
             faults[fault] = entry
@@ -307,8 +311,23 @@ class ChaosReader:
             log.warning(message, extra={"event": "chaos_file_unreadable"})
 
 
+def reported_faults(active: dict[str, ActiveFault]) -> dict[str, dict[str, Any]]:
+    """What status reports may show of the active faults: a drill's hidden faults are
+    one "drill" entry that names none of them (the person practising must find it)."""
+    out = {name: f.as_dict() for name, f in active.items() if not f.hidden}
+    if any(f.hidden for f in active.values()):
+        out[DRILL_ENTRY] = {"fault": DRILL_ENTRY, "kind": "hidden",
+                            "description": "a drill is running: the fault is hidden"}
+    return out
+
+
+DRILL_ENTRY = "drill"
+
+
 class ChaosCollector:
-    """A Prometheus collector: tradelab_chaos_active{fault} for every known fault, at scrape.
+    """A Prometheus collector, at scrape: tradelab_drill_active (1 while a drill's hidden
+    fault is on) and tradelab_chaos_active{fault} for every known fault, the latter left
+    out entirely while a drill runs so that no series gives its fault away.
 
     Register it in any registry (the engine's own, or the API's per-scrape
     multiprocess registry); it asks the reader at scrape time, so it is never stale.
@@ -320,9 +339,15 @@ class ChaosCollector:
     def collect(self):
         from prometheus_client.core import GaugeMetricFamily
 
+        active = self.reader.active()
+        drill = any(f.hidden for f in active.values())
+        yield GaugeMetricFamily("tradelab_drill_active",
+                                "1 while a drill runs (its fault is hidden), else 0",
+                                value=1.0 if drill else 0.0)
+        if drill:
+            return
         family = GaugeMetricFamily("tradelab_chaos_active",
                                    "1 while a chaos fault is on, else 0", labels=["fault"])
-        active = self.reader.active()
         for name in FAULTS:
             family.add_metric([name], 1.0 if name in active else 0.0)
         yield family
@@ -341,6 +366,7 @@ def parse_entry(name: str, entry: dict[str, Any]) -> ActiveFault | None:
             since=_parse_time(entry.get("since")) or _now(),
             until=_parse_time(entry.get("until")),
             venue=entry.get("venue") if isinstance(entry.get("venue"), str) else None,
+            hidden=entry.get("hidden") is True,
         )
     except (TypeError, ValueError, OverflowError):
         return None

@@ -227,7 +227,9 @@ def status(settings: Settings, lab: Lab) -> StatusReport:
     except TradelabError:
         driver = select_driver(settings, lab, None)
     services = driver.status()
-    chaos = {name: fault.as_dict() for name, fault in store_for(settings, lab).active().items()}
+    from tradelab.chaos_state import reported_faults
+
+    chaos = reported_faults(store_for(settings, lab).active())
     return StatusReport(driver.name, services, chaos, _firing_alerts(settings, services))
 
 

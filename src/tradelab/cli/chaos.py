@@ -86,17 +86,16 @@ def status_cli(
 ) -> None:
     """The faults on now, with their parameters, since when and time left."""
     from tradelab.chaos import end_overdue
-    from tradelab.chaos_state import store_for
+    from tradelab.chaos_state import parse_entry, reported_faults, store_for
     from tradelab.durations import format_duration
 
     settings, lab = settings_from(ctx), lab_from(ctx)
     for name in end_overdue(settings, lab):
         typer.echo(f"chaos: {name} was past its end; its service is restored", err=True)
-    from tradelab.chaos_state import parse_entry
 
     store = store_for(settings, lab)
     overdue = [f for n, e in store.overdue().items() if (f := parse_entry(n, e))]
-    faults = [f.as_dict() for f in [*store.active().values(), *overdue]]
+    faults = list(reported_faults({**store.active(), **{f.name: f for f in overdue}}).values())
     if as_json:
         print_json({"faults": faults})
         return
@@ -105,8 +104,9 @@ def status_cli(
         return
     print_table([{
         "fault": f["fault"], "kind": f["kind"], "params": _params(f).strip(" ()") or "-",
-        "since": f["since"],
-        "remaining": "until off" if f["remaining_s"] is None
+        "since": f.get("since", "-"),
+        "remaining": "until the drill ends" if f["kind"] == "hidden"
+        else "until off" if f["remaining_s"] is None
         else "past its end: `tradelab chaos off` restores it" if f["remaining_s"] == 0
         else format_duration(max(1, f["remaining_s"])),
     } for f in faults])

@@ -147,6 +147,7 @@ def _register_all() -> None:
         chaos,
         config,
         db,
+        drill,
         gameday,
         levers,
         load,
@@ -160,7 +161,7 @@ def _register_all() -> None:
     )
 
     for module in (stack, render, chaos, gameday, alerts, watch, runbook, ops, levers, load,
-                   verify, db, serve, config):
+                   verify, drill, db, serve, config):
         module.register(app)
 
 
