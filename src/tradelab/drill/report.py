@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from datetime import datetime
 from typing import Any
 
@@ -49,8 +50,40 @@ def wrap_up(settings: Any, lab: Any, session: DrillSession) -> bool:
             pass  # the run ended by itself
     card = scorecard(settings, lab, session)
     session.write("scorecard.json", json.dumps(card, indent=2) + "\n")
-    session.write("postmortem.md", postmortem(session, card))
+    charts = write_charts(settings, session, card)
+    session.write("postmortem.md", postmortem(session, card, charts))
     return True
+
+
+def write_charts(settings: Any, session: DrillSession, card: dict[str, Any]) -> list[str]:
+    """The game days' charts over the drill (tradelab.gameday), as PNGs beside the
+    postmortem; their file names (none when Prometheus or matplotlib is missing)."""
+    from tradelab.gameday.report import draw_charts
+    from tradelab.gameday.runner import fetch_series
+
+    def epoch(kind: str) -> float | None:
+        event = session.first(kind)
+        return parse_iso(event["time"]).timestamp() if event else None
+
+    page = next((e for e in session.events("alert_firing") if e["severity"] == "page"), None)
+    gone = session.events("effect_gone")
+    timeline = {"load_started_at": epoch("started"), "injected_at": epoch("injected"),
+                "removed_at": parse_iso(gone[-1]["time"]).timestamp() if gone else None,
+                "detected_at": parse_iso(page["time"]).timestamp() if page else None,
+                "recovered_at": epoch("completed")}
+    try:
+        series = fetch_series(settings, timeline, timeline["load_started_at"])
+        pictures = draw_charts({"tradelab": {
+            "timeline": timeline, "series": series, "scenario": f"drill {session.id}",
+            "fault": ", ".join(card["faults"] or []),
+            "expected_alert": page["alertname"] if page else ""}})
+    except (TradelabError, ImportError, OSError):
+        return []
+    names = []
+    for name, png in pictures.items():
+        session.write(f"{name}.png", png)
+        names.append(f"{name}.png")
+    return names
 
 
 def scorecard(settings: Any, lab: Any, session: DrillSession) -> dict[str, Any]:
@@ -137,7 +170,11 @@ def _silences_of_everything(settings: Any, since: datetime | None) -> list[str]:
     for s in silences:
         if s.get("status", {}).get("state") != "active":
             continue
-        if since is not None and parse_iso(s.get("startsAt", "")[:23] + "Z") < since:
+        try:
+            created = parse_iso(re.sub(r"(\.\d{6})\d+", r"\1", s.get("startsAt", "")))
+        except ValueError:
+            continue
+        if since is not None and created < since:
             continue
         if all(m.get("isRegex") and m.get("value") in (".*", ".+", "") or
                m.get("name") != "alertname" and m.get("isRegex") for m in s.get("matchers", [])):
@@ -209,7 +246,7 @@ def _between(a: datetime | None, b: datetime | None) -> float | None:
 
 # -- the postmortem draft -------------------------------------------------------------------
 
-def postmortem(session: DrillSession, card: dict[str, Any]) -> str:
+def postmortem(session: DrillSession, card: dict[str, Any], charts: list[str]) -> str:
     plan = session.plan
     faults = ", ".join(card["faults"] or [])
     times = card["times"]
@@ -250,8 +287,10 @@ def postmortem(session: DrillSession, card: dict[str, Any]) -> str:
         f"{card['harmful_actions']['count']}"
         + (f" ({'; '.join(card['harmful_actions']['actions'])})"
            if card["harmful_actions"]["actions"] else "") + ".",
-        "", "## What went well", "", "", "## What to change", "", "",
     ]
+    if charts:
+        lines += ["", "## Charts", "", *[f"![{c[:-4]}]({c})" for c in charts]]
+    lines += ["", "## What went well", "", "", "## What to change", "", ""]
     return "\n".join(lines)
 
 

@@ -89,7 +89,7 @@ class DrillSession:
                 return event["event"]
         return None
 
-    def write(self, name: str, text: str) -> Path:
+    def write(self, name: str, text: str | bytes) -> Path:
         path = self.folder / name
         write_atomic(path, text, mode=0o600)
         return path

@@ -6,8 +6,9 @@
 It outlives `drill start`: it waits out the planned delay, turns the drill's faults on
 (hidden), posts the red herring, and then polls once per `poll_s`: the alerts firing in
 Alertmanager (their transitions become events), whether each fault's effect is gone,
-and whether the SLIs are within objective. The drill completes once the effect has been
-gone, the SLIs fine and no page firing for `sustain_s` in a row. Mitigation is seen in
+and whether the SLIs are within objective (the game days' probe). The drill completes
+once the effect has been gone, the SLIs fine and no page firing for `sustain_s` in a row.
+Mitigation is seen in
 the lab, never declared: a runtime fault is gone when its service runs again; a fault a
 restart clears is gone once the service was restarted after it went on; a venue's fault
 is gone once orders are routed to another venue (the `ops` levers, in the audit log).
@@ -71,7 +72,7 @@ def watch(settings: Any, lab: Any, session: DrillSession, poll_s: float = 1.0,
                 session.append("effect_gone" if gone else "effect_back")
                 effect_gone = gone
             paging = any(a["severity"] == "page" for a in firing.values())
-            if gone and not paging and slis_within_objective(settings):
+            if gone and not paging and slis_within_objective(lab):
                 healthy_since = healthy_since or time.monotonic()
                 if time.monotonic() - healthy_since >= sustain_s:
                     session.append("completed", sustained_s=sustain_s)
@@ -160,18 +161,15 @@ def _option(arguments: list[str], name: str) -> str | None:
     return None
 
 
-def slis_within_objective(settings: Any) -> bool:
-    """Every SLO's 5-minute error ratio within its objective (no traffic counts as fine);
-    False when Prometheus cannot tell."""
-    from tradelab import promql
+def slis_within_objective(lab: Any) -> bool:
+    """The game days' steady-state probe (tradelab.gameday.probes); False when
+    Prometheus cannot tell."""
+    from tradelab.gameday.probes import slis_within_objective as probe
 
     try:
-        rows = promql.query(promql.prometheus_url(settings),
-                            "tradelab:slo_error_ratio:rate5m > on(slo) "
-                            "group_left (1 - tradelab:slo_objective)")
+        return probe({"tradelab_lab_dir": str(lab.root)})
     except TradelabError:
         return False
-    return not rows
 
 
 def post_red_herring(settings: Any, herring: dict[str, Any], minutes: float) -> None:
