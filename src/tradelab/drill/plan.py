@@ -44,8 +44,12 @@ def _mitigable(fault: Fault, venues: list[str] | None) -> bool:
 
 def plan_drill(seed: int, level: int = 1, scenario: str | None = None,
                window: tuple[float, float] = DEFAULT_WINDOW,
-               venues: list[str] | None = None) -> dict[str, Any]:
-    """The drill for this seed: faults with their parameters, injection delay, red herring."""
+               venues: list[str] | None = None,
+               in_use: list[str] | None = None) -> dict[str, Any]:
+    """The drill for this seed: faults with their parameters, injection delay, red herring.
+
+    A venue's fault hits a venue orders are routed to (`in_use`, default all `venues`):
+    one nobody trades on would be no incident at all."""
     if level not in LEVELS:
         raise TradelabError(f"invalid level {level}: use 1, 2 or 3")
     low, high = window
@@ -69,7 +73,7 @@ def plan_drill(seed: int, level: int = 1, scenario: str | None = None,
     delay = round(rng.uniform(low, high), 1)
     plan: dict[str, Any] = {
         "seed": seed, "level": level, "window_s": [low, high], "inject_after_s": delay,
-        "faults": [_fault_plan(check_fault(n), rng, venues) for n in names],
+        "faults": [_fault_plan(check_fault(n), rng, in_use or venues) for n in names],
         "red_herring": None,
     }
     if level >= 2:

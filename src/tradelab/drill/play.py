@@ -45,7 +45,7 @@ def start(settings: Any, lab: Any, seed: int | None = None, level: int = 1,
 
     running_driver(settings, lab)  # a running lab, or the error saying how to start one
     seed = random.SystemRandom().randrange(10**6) if seed is None else seed
-    plan = plan_drill(seed, level, scenario, window, _venues(settings))
+    plan = plan_drill(seed, level, scenario, window, _venues(settings), _venues_in_use(settings))
     plan.update(load_started=False, load_run_id=None, sustain_s=sustain_s)
     if load:
         plan.update(_ensure_load(settings, lab))
@@ -63,6 +63,14 @@ def _venues(settings: Any) -> list[str] | None:
     """The lab's venues, where this tradelab has them (settings.trading.venues)."""
     venues = getattr(getattr(settings, "trading", None), "venues", None)
     return sorted(venues) if venues else None
+
+
+def _venues_in_use(settings: Any) -> list[str] | None:
+    """The venues orders are routed to: the default one and those of the routing table."""
+    trading = getattr(settings, "trading", None)
+    if trading is None:
+        return None
+    return sorted({trading.default_venue, *trading.routes.values()})
 
 
 def _ensure_load(settings: Any, lab: Any) -> dict[str, Any]:

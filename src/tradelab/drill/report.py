@@ -265,11 +265,12 @@ def postmortem(session: DrillSession, card: dict[str, Any], charts: list[str]) -
         f"- duration: {_n(times['duration_s'])} s", "",
         "## Timeline (UTC)", "",
     ]
-    for e in session.events():
-        lines.append(f"- {e['time']} {_describe(e)}")
+    timeline = [(e["time"], _describe(e)) for e in session.events()
+                if e["event"] != "red_herring"]  # its alert_firing event says it
     for entry in audit_entries_between(session):
-        lines.append(f"- {entry['time']} operator: `tradelab {entry['command']} "
-                     f"{' '.join(entry.get('arguments', []))}`".rstrip() + f" ({entry['outcome']})")
+        command = " ".join([entry["command"], *entry.get("arguments", [])])
+        timeline.append((entry["time"], f"operator: `tradelab {command}` ({entry['outcome']})"))
+    lines += [f"- {when} {what}" for when, what in sorted(timeline)]
     lines += [
         "", "## Root cause", "",
         "; ".join(f"{f['fault']}" + (f" ({', '.join(f'{k} {v}' for k, v in f['params'].items())})"
