@@ -50,7 +50,8 @@ def list_sessions(url: str) -> dict[str, Any]:
                  for c, v in zip(COLUMNS, r, strict=True)} for r in rows]
     states: dict[str, int] = {}
     for s in sessions:
-        states[s["state"] or "unknown"] = states.get(s["state"] or "unknown", 0) + 1
+        state = str(s["state"] or "unknown")
+        states[state] = states.get(state, 0) + 1
     return {"sessions": sessions, "by_state": states,
             "blocked": sum(1 for s in sessions if s["blocked_by"])}
 

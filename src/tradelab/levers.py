@@ -64,7 +64,7 @@ def route(settings: Any, lab: Any, venue: str | None, symbol: str | None = None,
     if reset:
         store.clear_routes()
     else:
-        if venue not in settings.trading.venues:
+        if venue is None or venue not in settings.trading.venues:
             raise TradelabError(f"unknown venue {venue!r}: use one of "
                                 f"{', '.join(settings.trading.venues)}")
         store.route(venue, _symbol(settings, symbol))

@@ -105,6 +105,6 @@ def venue_for(symbol: str, live_routes: dict[str, str], trading: Any) -> str:
     """The venue an order for `symbol` goes to (see the module docstring for the order);
     a live route naming an unknown venue is ignored."""
     for venue in (live_routes.get(symbol), live_routes.get(ALL), trading.routes.get(symbol)):
-        if venue in trading.venues:
-            return venue
-    return trading.default_venue
+        if venue is not None and venue in trading.venues:
+            return str(venue)
+    return str(trading.default_venue)

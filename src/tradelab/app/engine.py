@@ -287,8 +287,9 @@ class Engine:
         from psycopg.types.json import Jsonb
 
         fills = sorted((row[2], venue, risk.signed_quantity(row[3], row[4]),
-                        _money(risk.signed_quantity(row[3], row[4]) * o.fill_price))
-                       for row, o, venue in results if o.status == "FILLED")
+                        _money(risk.signed_quantity(row[3], row[4]) * (o.fill_price or 0.0)))
+                       for row, o, venue in results
+                       if o.status == "FILLED" and o.fill_price is not None)
         with conn.cursor() as cur:
             cur.executemany(_FINISH, [
                 (o.status, _money(o.fill_price), o.failure_reason, venue, row[0])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -84,8 +84,8 @@ class _Group(PlainHelpGroup):
         """("ops halt", [its arguments]) from the words left after the global options."""
         args = [*(getattr(ctx, "_protected_args", None) or ctx.protected_args), *ctx.args]
         names: list[str] = []
-        group = self
-        while hasattr(group, "get_command") and args:  # a group (typer's own click or not)
+        group: Any = self  # typer's own click or click itself: a group has get_command
+        while hasattr(group, "get_command") and args:
             sub = group.get_command(ctx, args[0])
             if sub is None:
                 break

@@ -38,7 +38,7 @@ def _mitigable(fault: Fault, venues: list[str] | None) -> bool:
     if fault.kind == "runtime":
         return fault.name == "db-outage"  # a supervisor restarts a killed process by itself
     if "venue" in fault.params:  # routing away mitigates one venue's fault, not every venue's
-        return bool(venues) and len(venues) > 1
+        return venues is not None and len(venues) > 1
     return bool(getattr(fault, "mitigated_by", ()))
 
 
@@ -77,14 +77,14 @@ def plan_drill(seed: int, level: int = 1, scenario: str | None = None,
         "red_herring": None,
     }
     if level >= 2:
-        herring = dict(rng.choice(RED_HERRINGS))
+        herring: dict[str, Any] = dict(rng.choice(RED_HERRINGS))
         herring["after_s"] = round(rng.uniform(low, max(low, high)), 1)
         plan["red_herring"] = herring
     return plan
 
 
 def _fault_plan(fault: Fault, rng: random.Random, venues: list[str] | None) -> dict[str, Any]:
-    params = {p: DRILL_PARAMS[p] for p in fault.params if p in DRILL_PARAMS}
+    params: dict[str, Any] = {p: DRILL_PARAMS[p] for p in fault.params if p in DRILL_PARAMS}
     if "venue" in fault.params and venues:
         params["venue"] = rng.choice(sorted(venues))
     return {"fault": fault.name, "params": params}

@@ -90,7 +90,7 @@ def _ensure_load(settings: Any, lab: Any) -> dict[str, Any]:
 def ack(lab: Any) -> dict[str, Any]:
     session = current_session(lab)
     first = session.first("ack")
-    event = first or session.append("ack")
+    event = first or session.append("ack") or session.required("ack")
     return {"drill": session.id, "acknowledged_at": event["time"], "again": bool(first)}
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from datetime import datetime
 from typing import Any
 
@@ -72,7 +73,8 @@ def write_charts(settings: Any, session: DrillSession, card: dict[str, Any]) -> 
                 "detected_at": parse_iso(page["time"]).timestamp() if page else None,
                 "recovered_at": epoch("completed")}
     try:
-        series = fetch_series(settings, timeline, timeline["load_started_at"])
+        started = timeline["load_started_at"] or timeline["injected_at"] or time.time()
+        series = fetch_series(settings, timeline, started)
         pictures = draw_charts({"tradelab": {
             "timeline": timeline, "series": series, "scenario": f"drill {session.id}",
             "fault": ", ".join(card["faults"] or []),

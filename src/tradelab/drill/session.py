@@ -79,6 +79,14 @@ class DrillSession:
         found = self.events(kind)
         return found[0] if found else None
 
+    def required(self, kind: str) -> dict[str, Any]:
+        """The first event of `kind`, which the drill cannot be without."""
+        event = self.first(kind)
+        if event is None:
+            raise TradelabError(f"drill {self.id} has no {kind} event: its events.jsonl "
+                                f"was edited or cut short")
+        return event
+
     def finished(self) -> str | None:
         """How the drill finished ("completed", "ended", "abandoned"), or None."""
         return self._finished_unlocked()

@@ -49,7 +49,7 @@ def watch(settings: Any, lab: Any, session: DrillSession, poll_s: float = 1.0,
     from tradelab.drill.report import wrap_up
 
     plan = session.plan
-    started = parse_iso(session.first("started")["time"])
+    started = parse_iso(session.required("started")["time"])
     inject_at = started + timedelta(seconds=plan["inject_after_s"])
     herring = plan.get("red_herring")
     herring_at = started + timedelta(seconds=herring["after_s"]) if herring else None
@@ -61,7 +61,7 @@ def watch(settings: Any, lab: Any, session: DrillSession, poll_s: float = 1.0,
         now = datetime.now(UTC)
         if injected_at is None and now >= inject_at:
             injected_at = _inject(settings, lab, session, plan)
-        if herring_at is not None and now >= herring_at:
+        if herring is not None and herring_at is not None and now >= herring_at:
             post_red_herring(settings, herring, minutes=30)
             session.append("red_herring", alertname=herring["alertname"])
             herring_at = None
@@ -114,7 +114,7 @@ def fault_effect_gone(settings: Any, lab: Any, fault: dict[str, Any],
                       injected_at: datetime) -> bool:
     """Whether the lab no longer suffers from `fault` (see the module docstring)."""
     spec = check_fault(fault["fault"])
-    if spec.kind == "runtime":
+    if spec.kind == "runtime" and spec.service is not None:
         from tradelab.orchestrator import running_driver
         from tradelab.runtimes.base import ServiceState
 

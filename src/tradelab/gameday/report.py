@@ -168,8 +168,11 @@ text-align:left}}img{{max-width:100%}}</style></head><body>
 """
 
 
-def _dt(t: float) -> datetime:
-    return datetime.fromtimestamp(t, UTC)
+def _dt(t: float) -> float:
+    """A Unix time as matplotlib's date number (what the DateFormatter reads)."""
+    import matplotlib.dates as mdates
+
+    return float(mdates.date2num(datetime.fromtimestamp(t, UTC)))
 
 
 def _seconds(value: float | None) -> str:
