@@ -135,7 +135,8 @@ def status(settings: Any, lab: Any) -> dict[str, Any]:
             "acknowledged": session.first("ack") is not None,
             "diagnosis_tries": len(session.events("diagnose")),
             "firing_alerts": alerts,
-            "scorecard": str(session.folder / "scorecard.json") if end else None}
+            "scorecard": str(card) if (card := session.folder / "scorecard.json").exists()
+            else None}
 
 
 def end(settings: Any, lab: Any, wait_s: float = 60.0) -> dict[str, Any]:

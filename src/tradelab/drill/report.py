@@ -6,7 +6,8 @@
 
 Facts come from the drill's events (injection, alert transitions, ack, diagnoses,
 mitigation), the audit log, `tradelab verify` and the lab's Prometheus and database.
-Written to <lab>/state/drills/<id>/: scorecard.json, postmortem.md.
+Written to <lab>/state/drills/<id>/: the charts, postmortem.md, then scorecard.json (the
+sign that the drill's reports are complete).
 """
 
 from __future__ import annotations
@@ -50,9 +51,11 @@ def wrap_up(settings: Any, lab: Any, session: DrillSession) -> bool:
         except TradelabError:
             pass  # the run ended by itself
     card = scorecard(settings, lab, session)
-    session.write("scorecard.json", json.dumps(card, indent=2) + "\n")
     charts = write_charts(settings, session, card)
     session.write("postmortem.md", postmortem(session, card, charts))
+    # Last: the scorecard is what `drill end`, `status` and `history` wait for, so
+    # whoever sees it finds the postmortem and the charts already there.
+    session.write("scorecard.json", json.dumps(card, indent=2) + "\n")
     return True
 
 
