@@ -8,6 +8,7 @@ all a ledger needs. This test process never imports locust (gevent's monkey-patc
 from __future__ import annotations
 
 import json
+import socket
 import os
 import subprocess
 import sys
@@ -100,9 +101,13 @@ def test_a_web_form_run_id_stays_in_the_ledger_folder_and_files_close_when_runs_
     env = {**os.environ, "TRADELAB_LOAD_LEDGER_DIR": str(ledger_dir)}
     env.pop("TRADELAB_LOAD_RUN_ID", None)
     trader = Path(load.__file__).parent / "loadtest" / "trader.py"
+    # A port held bound but not listening refuses every connection at once, and no other
+    # process (a frozen server left by another test, say) can take it meanwhile.
+    refusing = socket.socket()
+    refusing.bind(("127.0.0.1", 0))
     proc = subprocess.Popen(
         [sys.executable, "-m", "locust", "-f", str(trader), "--host",
-         f"http://127.0.0.1:{free_port()}", "--web-host", "127.0.0.1", "--web-port", str(web),
+         f"http://127.0.0.1:{refusing.getsockname()[1]}", "--web-host", "127.0.0.1", "--web-port", str(web),
          "--stop-timeout", "5"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     master = f"http://127.0.0.1:{web}"
     try:
@@ -129,6 +134,7 @@ def test_a_web_form_run_id_stays_in_the_ledger_folder_and_files_close_when_runs_
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+        refusing.close()
     lines = [json.loads(x) for p in run_dirs(ledger_dir) for f in p.glob("*.jsonl")
              for x in f.read_text().splitlines()]
     unanswered = [x for x in lines if x["event"] == "unanswered"]
