@@ -8,8 +8,8 @@ all a ledger needs. This test process never imports locust (gevent's monkey-patc
 from __future__ import annotations
 
 import json
-import socket
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -107,7 +107,8 @@ def test_a_web_form_run_id_stays_in_the_ledger_folder_and_files_close_when_runs_
     refusing.bind(("127.0.0.1", 0))
     proc = subprocess.Popen(
         [sys.executable, "-m", "locust", "-f", str(trader), "--host",
-         f"http://127.0.0.1:{refusing.getsockname()[1]}", "--web-host", "127.0.0.1", "--web-port", str(web),
+         f"http://127.0.0.1:{refusing.getsockname()[1]}", "--web-host", "127.0.0.1",
+         "--web-port", str(web),
          "--stop-timeout", "5"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     master = f"http://127.0.0.1:{web}"
     try:

@@ -295,12 +295,11 @@ def test_restart_gives_a_new_process_that_comes_back_healthy(local_lab):
     assert (result.exit_code, result.output.strip()) == (0, str(local_lab.root))
 
 
-@pytest.mark.xfail(strict=False, reason="a request already inside a query on a frozen server "
-                   "waits with no client-side bound (statement_timeout is the server's); "
-                   "seen once in three runs: open in issue 13")
 def test_db_pause_hangs_connections_yet_the_api_answers_503_in_time(local_lab):
     """db-pause freezes PostgreSQL (SIGSTOP): connections hang rather than being refused,
-    and the API still answers POST /trades with a 503 inside its pool timeout."""
+    and the API still answers POST /trades with a 503 inside its pool timeout, and its
+    /metrics (which probes the database) says tradelab_db_up 0 instead of hanging the
+    scrape, which would hide DatabaseDown (the API's client-side watchdog, issue 13)."""
     result = local_lab.cli("chaos", "on", "db-pause")
     assert result.returncode == 0, result.stderr
     try:
@@ -311,6 +310,9 @@ def test_db_pause_hangs_connections_yet_the_api_answers_503_in_time(local_lab):
         wait_for(lambda: requests.post(local_lab.api + "/trades", json=body,
                                        timeout=15).status_code == 503,
                  60, "a 503 (not a hang) from the api")
+        for _ in range(3):  # a pooled connection taken before the freeze, and fresh ones
+            metrics = requests.get(local_lab.api + "/metrics", timeout=10).text
+            assert "\ntradelab_db_up 0.0" in metrics, metrics[-2000:]
     finally:
         result = local_lab.cli("chaos", "off")
     assert result.returncode == 0, result.stderr

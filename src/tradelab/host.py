@@ -3,6 +3,7 @@
     port_free("127.0.0.1", 8000)        # True when nothing listens there
     pid_alive(4242)                     # False for a zombie too
     parse_bind("127.0.0.1:9101")        # ("127.0.0.1", 9101); ":9101" and "9101" too
+    process_tree(4242)                  # [4242, and every process below it]
 """
 
 from __future__ import annotations
@@ -56,3 +57,29 @@ def parse_bind(text: str, option: str = "--bind", default_host: str = LOOPBACK,
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise TradelabError(f"invalid {option} {text!r}: use HOST:PORT, e.g. {example}")
     return host.strip("[]") or default_host, int(port)
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants, parents before children (from /proc; [pid] alone
+    where there is none). A process tree is not a process group: PostgreSQL's backends
+    each lead their own group, so signalling the postmaster's group misses them."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return [pid]
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop(0)
+        tree.append(current)
+        todo.extend(sorted(children.get(current, ())))
+    return tree

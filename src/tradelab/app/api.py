@@ -24,6 +24,7 @@ from typing import Any
 
 from tradelab import __version__
 from tradelab.app import models
+from tradelab.db.watchdog import Watchdog
 
 log = logging.getLogger("tradelab.api")
 
@@ -33,6 +34,7 @@ PROBE_TIMEOUT_S = 1.0
 STATEMENT_TIMEOUT_MS = 5000
 LOCK_TIMEOUT_MS = 2000  # two requests replaying one client_order_id wait on its row
 IDLE_IN_TRANSACTION_MS = 30_000
+WORK_LIMIT_S = STATEMENT_TIMEOUT_MS / 1000 + 1  # the watchdog's: past the server's own bound
 # Chaos latency applies to the business routes, not to probes and scrapes.
 _LATENCY_ENDPOINTS = {"create_trade", "get_trade", "index"}
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
@@ -56,7 +58,8 @@ class RecentlyUsed:
     pool discards it.
     """
 
-    def __init__(self, window_s: float = 0.5) -> None:
+    def __init__(self, watchdog: Watchdog, window_s: float = 0.5) -> None:
+        self.watchdog = watchdog
         self.window_s = window_s
         self._last_used: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -68,7 +71,8 @@ class RecentlyUsed:
 
         last = self._last_used.get(conn)
         if last is None or time.monotonic() - last > self.window_s:
-            ConnectionPool.check_connection(conn)
+            with self.watchdog.watching(conn, PROBE_TIMEOUT_S):  # a frozen server hangs it
+                ConnectionPool.check_connection(conn)
 
 
 LEAK_TIMEOUT_S = 0.5  # pool-exhaustion: how long to wait for each connection it takes
@@ -89,7 +93,10 @@ class ApiState:
         from datetime import UTC, datetime
 
         self.started_at = datetime.now(UTC)  # before any worker serves: see cleared_by_restart
-        self._recent = RecentlyUsed()
+        # Client-side bound on every piece of database work: a frozen server (db-pause)
+        # runs no statement_timeout, so a request answers 503 instead of hanging.
+        self.watchdog = Watchdog(WORK_LIMIT_S)
+        self._recent = RecentlyUsed(self.watchdog)
         self._leaked: list[Any] = []  # connections the pool-exhaustion fault holds
         self._leak_lock = threading.Lock()
 
@@ -98,6 +105,8 @@ class ApiState:
         if self._pid != os.getpid():
             self._pid, self._pool, self._chaos, self._levers = os.getpid(), None, None, None
             self._leaked = []
+            self.watchdog = Watchdog(WORK_LIMIT_S)  # a parent's work is not this process's
+            self._recent = RecentlyUsed(self.watchdog)
 
     def leak_connections(self) -> None:
         """The pool-exhaustion fault: while it is on, this process takes every pooled
@@ -193,13 +202,15 @@ class ApiState:
         return pool
 
     @contextmanager
-    def connection(self, timeout: float | None = None):
-        """A pooled autocommit connection; DatabaseUnavailable when there is none."""
+    def connection(self, timeout: float | None = None, work_limit_s: float | None = None):
+        """A pooled autocommit connection; DatabaseUnavailable when there is none, or
+        when the work done with it outlives `work_limit_s` (the watchdog's limit)."""
         import psycopg
         from psycopg_pool import PoolTimeout, TooManyRequests
 
         try:
-            with self.pool().connection(timeout=timeout) as conn:
+            with self.pool().connection(timeout=timeout) as conn, \
+                    self.watchdog.watching(conn, work_limit_s):
                 yield conn
         except (PoolTimeout, TooManyRequests, psycopg.OperationalError,
                 psycopg.errors.QueryCanceled) as exc:
@@ -208,8 +219,8 @@ class ApiState:
 
     def database_up(self) -> bool:
         try:
-            with self.connection(timeout=min(PROBE_TIMEOUT_S, self.settings.api.db_timeout_s)) \
-                    as conn:
+            limit = min(PROBE_TIMEOUT_S, self.settings.api.db_timeout_s)
+            with self.connection(timeout=limit, work_limit_s=limit) as conn:
                 conn.execute("SELECT 1")
             return True
         except DatabaseUnavailable:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 import signal
 import threading
@@ -43,6 +42,7 @@ from tradelab.app import risk
 from tradelab.app.exchange import Order, Outcome
 from tradelab.app.venues import Venues
 from tradelab.chaos_state import ChaosCollector, ChaosReader, chaos_file_from_env
+from tradelab.db.watchdog import Watchdog
 from tradelab.errors import TradelabError
 from tradelab.host import parse_bind
 from tradelab.levers_state import ALL, LEVERS_FILE, LeverReader
@@ -177,7 +177,7 @@ class Engine:
         self.batch_size = settings.engine.batch_size
         self._conn = None
         self._db_ok: bool | None = None
-        self._watchdog = DbWatchdog(db_work_limit_s)
+        self._watchdog = Watchdog(db_work_limit_s)
         self.metrics.db_busy.set_function(self._watchdog.busy_s)
         self._flow_due = 0.0
         self._flow_at = time.monotonic()
@@ -447,73 +447,6 @@ class _DbDown(Exception):
     pass
 
 
-class DbWatchdog:
-    """Ends database work that outlives `limit_s`, from the client side.
-
-    While a unit of work runs (`watch(conn)` ... `done()`), a daemon thread checks its
-    age; past the limit it shuts the connection's socket down, so the blocked call
-    fails at once (psycopg.OperationalError) instead of waiting on a server that is
-    paused or cut off, and the engine reports the database down and retries.
-    """
-
-    def __init__(self, limit_s: float, check_every_s: float = 0.25) -> None:
-        self.limit_s = limit_s
-        self.check_every_s = check_every_s
-        self._lock = threading.Lock()
-        self._since: float | None = None
-        self._conn: Any = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-
-    def watch(self, conn: Any) -> None:
-        with self._lock:
-            self._since, self._conn = time.monotonic(), conn
-            if self._thread is None or not self._thread.is_alive():
-                self._stop.clear()
-                self._thread = threading.Thread(target=self._run, name="tradelab-db-watchdog",
-                                                daemon=True)
-                self._thread.start()
-
-    def done(self) -> None:
-        with self._lock:
-            self._since, self._conn = None, None
-
-    def busy_s(self) -> float:
-        since = self._since
-        return 0.0 if since is None else time.monotonic() - since
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.check_every_s):
-            with self._lock:
-                overdue = self._since is not None and \
-                    time.monotonic() - self._since > self.limit_s
-                conn = self._conn if overdue else None
-                if overdue:
-                    self._since, self._conn = None, None
-            if conn is not None:
-                _cut(conn, self.limit_s)
-
-
-def _cut(conn: Any, limit_s: float) -> None:
-    import socket
-
-    log.error(f"database work ran past {limit_s:g}s: closing the connection",
-              extra={"event": "db_work_timeout"})
-    try:
-        sock = socket.socket(fileno=os.dup(conn.fileno()))
-    except Exception:  # noqa: BLE001 - closed meanwhile: nothing left to end
-        return
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    finally:
-        sock.close()
-
-
 class _DbScope:
     """Hands out the engine's connection; turns database trouble into _DbDown after
     closing the connection and marking tradelab_db_up."""
@@ -529,13 +462,13 @@ class _DbScope:
         except psycopg.Error as exc:
             self.engine._mark_db(False, exc)
             raise _DbDown(str(exc)) from None
-        self.engine._watchdog.watch(conn)
+        self._token = self.engine._watchdog.watch(conn)
         return conn
 
     def __exit__(self, exc_type, exc, tb):
         import psycopg
 
-        self.engine._watchdog.done()
+        self.engine._watchdog.done(self._token)
         if exc_type is None:
             self.engine._mark_db(True)
             return False

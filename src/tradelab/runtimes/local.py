@@ -16,6 +16,7 @@ and are reported as unavailable: they are never imitated.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from tradelab.errors import TradelabError
-from tradelab.host import pid_alive
+from tradelab.host import pid_alive, process_tree
 from tradelab.runtimes import local_programs as lp
 from tradelab.runtimes.base import (
     Check,
@@ -308,7 +309,10 @@ class LocalRuntime:
             if not pids:
                 raise TradelabError(f"{service} is not running: nothing to {verb}")
             for pid in pids:
-                os.killpg(pid, signum)  # supervisord makes each program its own group
+                os.killpg(pid, signum)  # supervisord makes each program its own group ...
+                for child in process_tree(pid)[1:]:  # ... but not every child stays in it
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(child, signum)
         self._rpc_on(service, send)
 
     def _rpc_on(self, service: str, action) -> None:
