@@ -115,10 +115,10 @@ def test_a_web_form_run_id_stays_in_the_ledger_folder_and_files_close_when_runs_
         _wait_for(lambda: requests.get(master + "/stats/requests", timeout=1).ok, 60,
                   "Locust's web UI")
         for run_id in ("../../escaped", "second-run"):
+            before = len(list(tmp_path.rglob("*.jsonl")))  # counted before the run starts
             answer = requests.post(master + "/swarm", data={
                 "user_count": 2, "spawn_rate": 2, "tradelab_run_id": run_id}, timeout=10)
             assert answer.json()["success"], answer.text
-            before = len(list(tmp_path.rglob("*.jsonl")))
             _wait_for(lambda n=before: len(list(tmp_path.rglob("*.jsonl"))) > n, 30,
                       "this run's ledger")
             time.sleep(1)

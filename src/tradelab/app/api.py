@@ -98,6 +98,7 @@ class ApiState:
         self.watchdog = Watchdog(WORK_LIMIT_S)
         self._recent = RecentlyUsed(self.watchdog)
         self._leaked: list[Any] = []  # connections the pool-exhaustion fault holds
+        self._db_up = True  # the last probe's answer (database_up)
         self._leak_lock = threading.Lock()
 
     def _ensure_process(self) -> None:
@@ -218,13 +219,22 @@ class ApiState:
                                       type(exc).__name__) from exc
 
     def database_up(self) -> bool:
+        """Whether the database answers, for tradelab_db_up at scrape time. A pool whose
+        every connection is in use says nothing about the database (that is
+        DatabasePoolExhausted's signal): the last answer stands, and the scrape does not
+        wait for a connection past its own timeout (a 1s scrape interval in tests)."""
+        pool = self.pool()
+        stats = pool.get_stats()
+        if stats.get("pool_available", 0) == 0 and stats.get("pool_size", 0) >= pool.max_size:
+            return self._db_up
+        limit = min(PROBE_TIMEOUT_S, self.settings.api.db_timeout_s)
         try:
-            limit = min(PROBE_TIMEOUT_S, self.settings.api.db_timeout_s)
             with self.connection(timeout=limit, work_limit_s=limit) as conn:
                 conn.execute("SELECT 1")
-            return True
+            self._db_up = True
         except DatabaseUnavailable:
-            return False
+            self._db_up = False
+        return self._db_up
 
 
 def create_app(settings: Any = None, *, lab: Any = None, database_url: str | None = None,
