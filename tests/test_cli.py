@@ -249,6 +249,44 @@ def test_db_migrate_wait_retries_until_the_database_starts(lab_dir):
 
 # -- config --------------------------------------------------------------------------
 
+def _lab_of_its_own(lab_dir: Path) -> None:
+    """A project name nobody runs, so a Docker engine here holds no lab of it."""
+    lab_dir.mkdir(parents=True, exist_ok=True)
+    (lab_dir / "tradelab.yaml").write_text(yaml.safe_dump(
+        {"project": f"tldown-{uuid.uuid4().hex[:8]}"}))
+
+
+def test_status_of_a_lab_that_is_down_says_so_and_where_it_last_ran(lab_dir):
+    _lab_of_its_own(lab_dir)
+    result = invoke("status", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["up"], report["runtime"], report["services"]) == (False, None, [])
+    text = invoke("status")
+    assert text.exit_code == 0, text.output
+    assert text.stdout.splitlines()[0] == "lab is down: start it with `tradelab up`"
+    assert "missing" not in text.stdout and "http://" not in text.stdout
+
+    (lab_dir / "state").mkdir(exist_ok=True)
+    (lab_dir / "state" / "runtime").write_text("local\n")  # as `up` leaves it
+    report = json.loads(invoke("status", "--json").stdout)
+    assert (report["up"], report["runtime"], report["services"]) == (False, "local", [])
+    assert invoke("status").stdout.startswith(
+        "lab is down (it last ran on the local runtime): start it with `tradelab up`")
+
+
+def test_chaos_on_with_the_lab_down_warns_in_one_line(lab_dir):
+    _lab_of_its_own(lab_dir)
+    result = invoke("chaos", "on")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == ("warning: the lab is down: nothing will see "
+                                     "exchange-errors until `tradelab up`")
+    assert result.stdout.startswith("chaos on: exchange-errors")
+    status = invoke("status")
+    assert "chaos: exchange-errors (nothing sees it until `tradelab up`)" in status.stdout
+    invoke("chaos", "off")
+
+
 def test_config_show_set_and_sources(lab_dir):
     result = invoke("config", "set", "ports.api", "8001")
     assert result.exit_code == 0, result.output

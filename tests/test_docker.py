@@ -291,7 +291,8 @@ def test_down_then_up_keeps_the_data(docker_lab):
 def test_down_volumes_leaves_nothing(docker_lab):
     docker_lab.run("down", "--volumes")
     assert docker_lab.leftovers() == {"containers": [], "volumes": [], "networks": []}
-    assert docker_lab.status()["services"][0]["state"] == "missing"
+    report = docker_lab.status()
+    assert (report["up"], report["runtime"], report["services"]) == (False, "docker", [])
 
 
 # -- failures a user meets ----------------------------------------------------------------

@@ -172,6 +172,22 @@ def test_second_up_is_a_noop_and_the_cli_sees_the_lab(local_lab):
     assert "not available in the local runtime" in missing.stderr
 
 
+def test_a_plain_up_finds_the_local_lab_where_it_runs(local_lab):
+    """runtime auto (Docker first, when it answers): `up` and `status` still find the
+    local lab, and never call its own ports taken; another runtime is refused."""
+    env = {"TRADELAB_HOME": str(local_lab.root), "TRADELAB_RUNTIME": "auto"}
+    result = run("up", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "already up" in result.stderr and "in use" not in result.stderr, result.stderr
+    report = json.loads(run("status", "--json", env=env).stdout)
+    assert (report["up"], report["runtime"]) == (True, "local")
+    other = run("up", "--runtime", "docker", env=env)
+    assert other.returncode == 1
+    assert other.stderr.strip() == (
+        "error: the lab is up on the local runtime: take it down first (`tradelab down`), "
+        "then `tradelab up --runtime docker`")
+
+
 def test_orders_flow_then_chaos_failures_are_investigated(local_lab):
     api = local_lab.api
     trade = post_trade(api)
@@ -381,6 +397,12 @@ def test_down_leaves_no_process_and_data_survives(local_lab):
     assert session_processes(session) == []
     assert not runtime.is_up()
     assert {s.state for s in runtime.status() if s.name == "api"} == {"missing"}
+    for runtime_setting in ("local", "auto"):  # auto: not "a Docker lab, all missing"
+        down = run("status", env={"TRADELAB_HOME": str(local_lab.root),
+                                  "TRADELAB_RUNTIME": runtime_setting})
+        assert down.returncode == 0, down.stderr
+        assert down.stdout.splitlines()[0] == (
+            "lab is down (it last ran on the local runtime): start it with `tradelab up`")
 
     local_lab.up("warm")
     again = requests.get(f"{local_lab.api}/trades/{trade['id']}", timeout=5)

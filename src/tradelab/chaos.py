@@ -13,13 +13,14 @@ only once that worked; with a duration, a detached process undoes it when it end
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tradelab.chaos_state import store_for
 from tradelab.errors import TradelabError
 from tradelab.faults import Action, Fault, check_fault
-from tradelab.orchestrator import act, restore, running_driver
+from tradelab.orchestrator import act, lab_driver, restore, running_driver
 
 if TYPE_CHECKING:
     from tradelab.lab import Lab
@@ -28,13 +29,15 @@ if TYPE_CHECKING:
 
 def chaos_on(settings: Settings, lab: Lab, fault: str | None = None, rate: float | None = None,
              latency_ms: int | None = None, duration_s: float | None = None,
-             venue: str | None = None, hidden: bool = False) -> dict[str, Any]:
+             venue: str | None = None, hidden: bool = False,
+             notice: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Turn a fault on (default: settings.chaos.default_fault); return its entry.
 
     Runtime faults are carried out through the running lab's driver first, and
     recorded only once that worked; with a duration, a detached process undoes
     them when it ends (in-process faults simply expire). `hidden`: a drill's fault,
     which reports show only as "a drill is running" (chaos_state.reported_faults).
+    `notice(line)` hears that an in-process fault was recorded for a lab that is down.
     """
     from tradelab.durations import parse_duration
 
@@ -51,6 +54,8 @@ def chaos_on(settings: Settings, lab: Lab, fault: str | None = None, rate: float
         if rate is not None or latency_ms is not None:
             raise TradelabError(f"fault {name} takes no --rate or --latency-ms")
         act(running_driver(settings, lab), _action(spec, "on"), _service(spec))
+    elif notice and lab_driver(settings, lab) is None:
+        notice(f"the lab is down: nothing will see {name} until `tradelab up`")
     entry = store.enable(name, rate=rate, latency_ms=latency_ms, duration_s=duration_s,
                          venue=venue, hidden=hidden)
     if spec.kind == "runtime" and duration_s is not None:

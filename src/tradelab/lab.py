@@ -61,6 +61,11 @@ class Lab:
     def chaos_file(self) -> Path:
         return self.state_dir / "chaos.json"
 
+    @property
+    def runtime_file(self) -> Path:
+        """The runtime the lab was last brought up on (the orchestrator writes it)."""
+        return self.state_dir / "runtime"
+
     def ensure(self) -> Lab:
         """Create the directories (secrets/ private) if they are missing."""
         try:

@@ -14,6 +14,7 @@ primitives on its runtime; nothing here assumes Docker or processes.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from tradelab.alerts import AlertmanagerUnavailable, firing_alerts
 from tradelab.chaos_state import store_for
 from tradelab.errors import TradelabError
 from tradelab.faults import Action
+from tradelab.files import write_atomic
 from tradelab.host import port_free
 from tradelab.render import render_stack
 from tradelab.runtimes import docker_available
@@ -62,14 +64,46 @@ def select_driver(settings: Settings, lab: Lab, kind: str | None = None,
 
 def running_driver(settings: Settings, lab: Lab) -> Driver:
     """The driver of the lab that is up now, or a TradelabError saying to run `tradelab up`."""
+    driver = lab_driver(settings, lab)
+    if driver is None:
+        raise TradelabError(NO_LAB)
+    return driver
+
+
+def lab_driver(settings: Settings, lab: Lab,
+               echo: Callable[[str], None] | None = None) -> Driver | None:
+    """The driver of the lab that is up now, wherever it runs, or None when it is down.
+
+    The runtime the lab last came up on is asked first (no Docker ping for a local
+    lab); the truth is the runtime's own (a container, a supervisord), never the file.
+    """
+    remembered = remembered_runtime(lab)
     kinds = [RuntimeKind.LOCAL]
-    if settings.runtime != RuntimeKind.LOCAL and docker_available():
+    if settings.runtime != RuntimeKind.LOCAL:
         kinds.insert(0, RuntimeKind.DOCKER)
+    if remembered in kinds:
+        kinds.remove(remembered)
+        kinds.insert(0, remembered)
     for kind in kinds:
-        driver = select_driver(settings, lab, kind)
+        if kind is RuntimeKind.DOCKER and not docker_available():
+            continue
+        driver = select_driver(settings, lab, kind, echo=echo)
         if driver.is_up():
             return driver
-    raise TradelabError(NO_LAB)
+    return None
+
+
+def remembered_runtime(lab: Lab) -> RuntimeKind | None:
+    """The runtime the lab was last brought up on (state/runtime), None if never."""
+    try:
+        return RuntimeKind(lab.runtime_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _remember_runtime(lab: Lab, kind: RuntimeKind) -> None:
+    if remembered_runtime(lab) is not kind:
+        write_atomic(lab.runtime_file, f"{kind}\n")
 
 
 # -- up, down ------------------------------------------------------------------------------
@@ -82,23 +116,39 @@ class UpReport:
 
 def up(settings: Settings, lab: Lab, runtime: str | None = None,
        only: list[str] | None = None, without: list[str] | None = None, build: bool = True,
-       timeout: float = 300, on_driver: Callable[[Driver], None] | None = None,
-       echo: Callable[[str], None] | None = None) -> UpReport:
-    """Bring the lab up on `runtime`: select, render, check ports, then let the driver
-    create and start what is missing or changed, in dependency order, until healthy.
-
-    `on_driver(driver)` is called once the runtime is chosen, before anything starts.
-    """
-    driver = select_driver(settings, lab, runtime, echo=echo)
-    if on_driver:
-        on_driver(driver)
+       timeout: float = 300, echo: Callable[[str], None] | None = None) -> UpReport:
+    """Bring the lab up on `runtime` (default: where it runs already, else the setting):
+    select, render, check ports, then let the driver create and start what is missing
+    or changed, in dependency order, until healthy."""
+    driver = _driver_for_up(settings, lab, runtime, echo or _progress)
     lab.ensure()
     lab.ensure_secrets()
     names = driver.selectable(only, without)
     driver.recover()
     render_for(driver, settings, lab, names)
     check_ports(driver, settings, names)
-    return UpReport(driver, driver.up(names, build=build, timeout=timeout))
+    services = driver.up(names, build=build, timeout=timeout)
+    _remember_runtime(lab, driver.kind)
+    return UpReport(driver, services)
+
+
+def _driver_for_up(settings: Settings, lab: Lab, runtime: str | None,
+                   echo: Callable[[str], None]) -> Driver:
+    """Where the lab runs already; else the runtime asked for (auto: Docker if it answers).
+    Asking for another runtime than the one it runs on is refused: both would want the
+    lab's ports."""
+    wanted = runtime or settings.runtime
+    running = lab_driver(settings, lab, echo=echo)
+    if running is not None:
+        if wanted not in ("auto", running.kind):
+            raise TradelabError(
+                f"the lab is up on the {running.kind} runtime: take it down first "
+                f"(`tradelab down`), then `tradelab up --runtime {wanted}`")
+        return running
+    driver = select_driver(settings, lab, wanted, echo=echo)
+    if wanted == "auto" and driver.kind is RuntimeKind.LOCAL:
+        echo("no Docker engine answers: using the local runtime (--runtime docker to insist)")
+    return driver
 
 
 def render_for(driver: Driver, settings: Settings, lab: Lab, names: list[str]) -> None:
@@ -209,28 +259,36 @@ def doctor(settings: Settings, lab: Lab, runtime: str | None = None) -> DoctorRe
 
 @dataclass
 class StatusReport:
-    runtime: str
+    """The lab now. Down: `up` False, no services, `runtime` the one it last ran on."""
+
+    runtime: str | None
+    up: bool
     services: list[ServiceStatus]
     chaos: dict[str, Any]
     alerts: list[dict[str, Any]] | None  # None: Alertmanager cannot be asked
 
     def as_dict(self) -> dict[str, Any]:
-        return {"runtime": self.runtime, "services": [s.as_dict() for s in self.services],
+        return {"runtime": self.runtime, "up": self.up,
+                "services": [s.as_dict() for s in self.services],
                 "chaos": self.chaos, "alerts": self.alerts}
 
 
 def status(settings: Settings, lab: Lab) -> StatusReport:
-    """Every service of the running lab (or, with none, what `up` would start, all missing),
-    the chaos faults on, and the alerts firing in Alertmanager."""
-    try:
-        driver = running_driver(settings, lab)
-    except TradelabError:
-        driver = select_driver(settings, lab, None)
-    services = driver.status()
+    """Every service of the lab where it runs, the chaos faults on, and the alerts firing
+    in Alertmanager; a lab that is down says so (and where it last ran)."""
     from tradelab.chaos_state import reported_faults
 
     chaos = reported_faults(store_for(settings, lab).active())
-    return StatusReport(driver.name, services, chaos, _firing_alerts(settings, services))
+    driver = lab_driver(settings, lab)
+    if driver is None:
+        last = remembered_runtime(lab)
+        return StatusReport(str(last) if last else None, False, [], chaos, None)
+    services = driver.status()
+    return StatusReport(driver.name, True, services, chaos, _firing_alerts(settings, services))
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _firing_alerts(settings: Settings, services: list[ServiceStatus]

@@ -50,7 +50,8 @@ def on_cli(
     settings = settings_from(ctx)
     name = fault or settings.chaos.default_fault
     entry = chaos_on(settings, lab_from(ctx), name, rate=rate, latency_ms=latency_ms,
-                     duration_s=seconds, venue=venue)
+                     duration_s=seconds, venue=venue,
+                     notice=lambda line: typer.echo(f"warning: {line}", err=True))
     typer.echo(f"chaos on: {name}{_params(entry)}"
                + (f" for {format_duration(seconds)}" if seconds else " until `tradelab chaos off`"))
 

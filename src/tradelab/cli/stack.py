@@ -53,13 +53,8 @@ def up_cli(
     lab = lab_from(ctx)
     settings = settings_from(ctx)
 
-    def chosen(rt) -> None:
-        if (runtime or settings.runtime) == "auto" and rt.name == "local":
-            typer.echo("no Docker engine answers: using the local runtime "
-                       "(--runtime docker to insist)")
-
     report = up(settings, lab, runtime, service_names(only), service_names(without),
-                build, seconds, on_driver=chosen)
+                build, seconds)
     rt, statuses = report.driver, report.services
     typer.echo(f"lab {settings.project} is up ({rt.name} runtime, lab directory {lab.root})")
     print_table([{"service": s.name, "state": s.state, "health": s.health, "url": s.url or ""}
@@ -98,10 +93,17 @@ def status_cli(
     if as_json:
         print_json(report)
         return
+    chaos = report["chaos"]
+    if not report["up"]:
+        last = report["runtime"]
+        typer.echo("lab is down" + (f" (it last ran on the {last} runtime)" if last else "")
+                   + ": start it with `tradelab up`")
+        if chaos:
+            typer.echo(f"chaos: {', '.join(sorted(chaos))} (nothing sees it until `tradelab up`)")
+        return
     typer.echo(f"runtime: {report['runtime']}")
     print_table([{k: s.get(k) or "" for k in ("name", "state", "health", "url", "detail")}
                  for s in report["services"]])
-    chaos = report["chaos"]
     typer.echo("chaos: " + (", ".join(sorted(chaos)) if chaos else "off"))
     alerts = report["alerts"]
     if alerts is None:
