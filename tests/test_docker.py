@@ -272,7 +272,7 @@ def test_changed_setting_recreates_only_what_it_affects(docker_lab):
 
 
 def test_doctor_passes_while_the_lab_runs(docker_lab):
-    result = docker_lab.run("doctor", "--runtime", "docker")
+    result = docker_lab.run("doctor", "--runtime", "docker", "--without", WITHOUT)
     assert "FAIL" not in result.stdout
     assert "ports.api" in result.stdout
 
@@ -346,6 +346,39 @@ def test_two_settings_with_one_port_are_named_before_anything_is_created(images,
     assert f"error: {message}" in result.output, result.output
     assert message in doctor.output, doctor.output
     assert docker_lab.leftovers() == {"containers": [], "volumes": [], "networks": []}
+
+
+def test_every_image_that_cannot_be_had_is_named_at_once_before_anything_is_created(
+        images, tmp_path, monkeypatch):
+    for key in list(os.environ):
+        if key.startswith("TRADELAB_"):
+            monkeypatch.delenv(key)
+    nowhere = {"postgres": "tradelab-test/no-such-postgres:1",
+               "prometheus": "tradelab-test/no-such-prometheus:1"}
+    lab = Lab(write_lab(tmp_path / "lab", f"tlimg-{uuid.uuid4().hex[:8]}",
+                        images={**STAND_INS, **nowhere},
+                        build={"base_image": "tradelab-test/no-such-python:1"}))
+    result = lab.run("up", "--runtime", "docker", "--without", WITHOUT, ok=False)
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.output
+    error = errors[0]
+    for named in ("tradelab-test/no-such-postgres:1 for postgres (images.postgres)",
+                  "tradelab-test/no-such-prometheus:1 for prometheus (images.prometheus)",
+                  "tradelab-test/no-such-python:1 for the app image's base (build.base_image)",
+                  "`tradelab up --runtime local`"):
+        assert named in error, error
+    assert "pulling" not in result.output and "building" not in result.output, result.output
+    assert lab.leftovers() == {"containers": [], "volumes": [], "networks": []}
+
+    doctor = lab.run("doctor", "--runtime", "docker", "--without", WITHOUT, "--json",
+                     ok=False)
+    assert doctor.exit_code == 1
+    report = json.loads(doctor.stdout)
+    failed = {c["check"]: c["detail"] for c in report["checks"] if c["ok"] is False}
+    assert failed["images"] == error.removeprefix("error: ")
+    assert set(failed) == {"images", *(f"image {ref}" for ref in nowhere.values()),
+                           "image tradelab-test/no-such-python:1"}
 
 
 def test_unreachable_docker_is_one_line(tmp_path, monkeypatch):

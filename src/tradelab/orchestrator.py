@@ -127,6 +127,7 @@ def up(settings: Settings, lab: Lab, runtime: str | None = None,
     driver.recover()
     render_for(driver, settings, lab, names)
     check_ports(driver, settings, names)
+    driver.preflight(names, build)
     services = driver.up(names, build=build, timeout=timeout)
     _remember_runtime(lab, driver.kind)
     return UpReport(driver, services)
@@ -243,14 +244,17 @@ class DoctorReport:
         return not any(c.ok is False for c in self.checks)
 
 
-def doctor(settings: Settings, lab: Lab, runtime: str | None = None) -> DoctorReport:
-    """Can the lab run here? The driver's own probes, then every port the lab needs."""
+def doctor(settings: Settings, lab: Lab, runtime: str | None = None,
+           only: list[str] | None = None, without: list[str] | None = None) -> DoctorReport:
+    """Can the lab (`up --only/--without`) run here? The driver's probes, then every port
+    it needs; it fails where `up` would."""
     driver = select_driver(settings, lab, runtime)
-    checks = driver.probes()
-    if any(c.ok is False for c in checks):
+    names = driver.selectable(only, without)
+    checks = driver.probes(names)
+    if checks and checks[0].ok is False:
         return DoctorReport(driver.name, checks)  # runtime unreachable: ports mean nothing
     running = {s.name for s in driver.status() if s.state is ServiceState.RUNNING}
-    for name, port, problem in port_problems(driver, settings, driver.selectable(None, None)):
+    for name, port, problem in port_problems(driver, settings, names):
         key = port_setting(settings, port) or f"{name}'s fixed port"
         detail = problem or f"{key} for {name}" + (" (this lab)" if name in running else "")
         checks.append(Check(f"port {port}", problem is None, detail))

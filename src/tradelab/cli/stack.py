@@ -133,12 +133,15 @@ def logs_cli(
 def doctor_cli(
     ctx: typer.Context,
     runtime: RuntimeOpt = None,
+    only: OnlyOpt = None,
+    without: WithoutOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Check that the lab can run here: runtime reachable, ports free, memory, images."""
     from tradelab.orchestrator import doctor
 
-    report = doctor(settings_from(ctx), lab_from(ctx), runtime)
+    report = doctor(settings_from(ctx), lab_from(ctx), runtime, service_names(only),
+                    service_names(without))
     if as_json:
         print_json({"runtime": report.runtime, "ok": report.ok,
                     "checks": [c.as_dict() for c in report.checks]})

@@ -125,8 +125,13 @@ class Driver(Protocol):
         """Clean up what a dead control process left (local: the programs of a killed
         supervisord, which hold the lab's ports); before `up` checks the ports."""
 
-    def probes(self) -> list[Check]:
-        """The runtime's own doctor checks (engine reachable, binaries, memory, images)."""
+    def probes(self, names: list[str]) -> list[Check]:
+        """The runtime's doctor checks for running `names`: the first says whether the
+        runtime answers at all; then binaries, memory, images (as `preflight` judges them)."""
+
+    def preflight(self, names: list[str], build: bool) -> None:
+        """Raise one TradelabError naming everything `up` of `names` would lack (Docker:
+        each image neither here nor pullable), before anything is created."""
 
     # -- primitives --------------------------------------------------------------------
     def inspect(self, service: str) -> ServiceStatus:

@@ -559,38 +559,66 @@ class DockerRuntime:
 
     # -- doctor ------------------------------------------------------------------------------
 
-    def probes(self) -> list[Check]:
-        """Engine reachable, memory for the lab's limits, images present (ok None: `up`
-        still has to pull or build one, which takes time)."""
+    def probes(self, names: list[str]) -> list[Check]:
+        """Engine reachable (first), memory for the lab's limits, and every image `up` of
+        `names` needs: present, pullable (ok None: `up` pulls it, which takes time) or
+        neither (fails, as `up` would, before creating anything)."""
         try:
             client = self.client
         except TradelabError as exc:
             return [Check("docker", False, str(exc))]
-        names = list(self.stack.services)
         version = client.version()
         checks = [Check("docker", True, f"engine {version.get('Version')} "
                                         f"(API {version.get('ApiVersion')})")]
         total = client.info().get("MemTotal", 0)
-        need = sum(docker_image.memory_bytes(self.stack.services[n].memory)
-                   * self.stack.services[n].replicas for n in names)
-        checks.append(Check("memory", total >= need,
+        limits = sum(docker_image.memory_bytes(self.stack.services[n].memory)
+                     * self.stack.services[n].replicas for n in names)
+        checks.append(Check("memory", total >= limits,
                             f"engine has {total / 2**30:.1f} GiB; the lab's memory limits "
-                            f"add up to {need / 2**30:.1f} GiB (set memory.SERVICE)"))
-        seen: set[str] = set()
+                            f"add up to {limits / 2**30:.1f} GiB (set memory.SERVICE)"))
+        app = next((self.stack.services[n] for n in names if self.stack.services[n].app), None)
+        if app is not None:
+            present = docker_image.image_present(client, app.image)
+            checks.append(Check(f"image {app.image}", True if present else None,
+                                "the app image: " + ("present" if present else
+                                                     f"built by `tradelab up` on "
+                                                     f"{self.stack.base_image}")))
+        missing = []
+        for need in self.image_needs(names, build=True):
+            why = docker_image.why_not_here(client, need.ref)
+            if why:
+                missing.append((need, why))
+            here = why is None and docker_image.image_present(client, need.ref)
+            checks.append(Check(
+                f"image {need.ref}", False if why else True if here else None,
+                f"{need.used_by} ({need.setting}): " + (
+                    why or ("present" if here else "missing: `tradelab up` pulls it"))))
+        if missing:
+            checks.append(Check("images", False, docker_image.unobtainable_error(missing)))
+        return checks
+
+    def preflight(self, names: list[str], build: bool) -> None:
+        """Every image `up` of `names` needs is here or pullable, or one error naming all
+        that are not (asked once each, before anything is pulled or created)."""
+        missing = docker_image.unobtainable(self.client, self.image_needs(names, build))
+        if missing:
+            raise TradelabError(docker_image.unobtainable_error(missing))
+
+    def image_needs(self, names: list[str], build: bool) -> list[docker_image.Need]:
+        """The images `up` of `names` pulls or builds on: each service's own, and the app
+        image's base where the app image has to be built."""
+        users: dict[tuple[str, str], list[str]] = {}
         for name in names:
             svc = self.stack.services[name]
-            if svc.image in seen:
-                continue
-            seen.add(svc.image)
-            present = docker_image.image_present(client, svc.image)
-            if svc.app:
-                detail = "present" if present else "built by `tradelab up`"
-            else:
-                detail = "present" if present else (
-                    f"missing: `tradelab up` pulls it (mirror: set images.{self.image_key(svc)})")
-            checks.append(Check(f"image {svc.image}", True if present else None,
-                                f"{name}: {detail}"))
-        return checks
+            if not svc.app:
+                users.setdefault((svc.image, f"images.{self.image_key(svc)}"), []).append(name)
+            elif not any(setting == "build.base_image" for _, setting in users) \
+                    and docker_image.app_image_needs_base(
+                        self.client, svc.image, self.stack.base_image, build,
+                        self.stack.rendered_dir / BUILD_CONTEXT):
+                users[(self.stack.base_image, "build.base_image")] = ["the app image's base"]
+        return [docker_image.Need(ref, setting, " and ".join(who))
+                for (ref, setting), who in users.items()]
 
 
 # Docker's container states, as tradelab names them.

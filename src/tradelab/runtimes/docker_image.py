@@ -1,5 +1,7 @@
 """Images for the Docker runtime: pull what is missing, build the app image from the package.
 
+    needs = [Need("postgres:16.6-bookworm", "images.postgres", "postgres")]
+    missing = unobtainable(client, needs)      # [(need, why)]: neither here nor pullable
     image_id = ensure_image(client, "postgres:16.6-bookworm", "postgres", echo)
     app_id = ensure_app_image(client, "tradelab:0.1.0", "python:3.12-slim-bookworm",
                               build=True, echo=echo)
@@ -19,6 +21,7 @@ from __future__ import annotations
 import re
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from tradelab.app_image import build_context_files, image_label
@@ -36,6 +39,62 @@ def image_present(client, ref: str) -> bool:
         return True
     except ImageNotFound:
         return False
+
+
+@dataclass(frozen=True)
+class Need:
+    """An image `up` must have: its reference, the setting it comes from, who uses it."""
+
+    ref: str
+    setting: str  # "images.postgres", "build.base_image"
+    used_by: str  # "postgres", "the app image's base"
+
+
+def why_not_here(client, ref: str) -> str | None:
+    """None when image `ref` is here or a registry has it (asked, not pulled); else why not."""
+    from docker.errors import DockerException
+
+    if image_present(client, ref):
+        return None
+    try:
+        client.images.get_registry_data(ref)
+        return None
+    except DockerException as exc:
+        return _first_line(exc)
+
+
+def unobtainable(client, needs: list[Need]) -> list[tuple[Need, str]]:
+    """Each image of `needs` that is neither here nor pullable, with why: every one is
+    asked once, before anything is pulled, built or created."""
+    return [(need, why) for need in needs if (why := why_not_here(client, need.ref))]
+
+
+def unobtainable_error(missing: list[tuple[Need, str]]) -> str:
+    """One line naming every image that cannot be had, and both ways out."""
+    reasons = {why for _, why in missing}
+    shared = f" ({reasons.pop()})" if len(reasons) == 1 else ""
+    listed = ", ".join(f"{need.ref} for {need.used_by} ({need.setting})"
+                       + ("" if shared else f": {why}") for need, why in missing)
+    count = f"{len(missing)} images" if len(missing) > 1 else "an image"
+    kinds = dict.fromkeys("images.KEY" if need.setting.startswith("images.") else need.setting
+                          for need, _ in missing)
+    return (f"Docker cannot get {count} the lab needs{shared}: {listed}; set "
+            f"{' and '.join(kinds)} in tradelab.yaml to a mirror or an image built here, "
+            "or run without Docker: `tradelab up --runtime local`")
+
+
+def app_image_needs_base(client, ref: str, base_image: str, build: bool,
+                         context: Path | None) -> bool:
+    """Whether getting the app image `ref` builds it (and so needs `base_image`): it is
+    missing, or `build` and it was not built from this context on this base."""
+    if not image_present(client, ref):
+        return True
+    if not build:
+        return False
+    files = (_read_context(context) if context is not None and context.is_dir()
+             else build_context_files())
+    return (client.images.get(ref).labels or {}).get(LABEL_CONTEXT_HASH) != image_label(
+        files, base_image)
 
 
 def ensure_image(client, ref: str, key: str, echo: Callable[[str], None]) -> str:

@@ -205,9 +205,9 @@ class LocalRuntime:
         if follow:
             _follow(paths, out)
 
-    def probes(self) -> list[Check]:
-        """supervisor importable, PostgreSQL's server binaries, and a note for each service
-        that cannot run here (Grafana, Loki: never imitated)."""
+    def probes(self, names: list[str]) -> list[Check]:
+        """supervisor importable (first), PostgreSQL's server binaries, and a note for each
+        service that cannot run here (Grafana, Loki: never imitated)."""
         checks: list[Check] = []
         try:
             import supervisor  # noqa: F401
@@ -227,6 +227,9 @@ class LocalRuntime:
         checks.extend(Check(name, None, spec.unavailable)
                       for name, spec in plan.by_name.items() if spec.unavailable)
         return checks
+
+    def preflight(self, names: list[str], build: bool) -> None:
+        """Nothing to fetch: what cannot run here is left out by selectable()."""
 
     # -- primitives ----------------------------------------------------------------------
     def inspect(self, service: str) -> ServiceStatus:
