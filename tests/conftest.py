@@ -127,3 +127,17 @@ def pytest_runtest_makereport(item, call):
         if any(word in reason.lower() for word in REQUIRED_IN_CI):
             report.outcome = "failed"
             report.longrepr = f"required component missing in CI: {reason}"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`-n 2 --dist loadgroup`, pyproject's addopts) a module's tests
+    run on one worker, in order, sharing the module's lab; a test marked `spread` (a
+    game-day scenario: minutes of waiting on alert windows) goes to whichever worker is
+    free, which starts a lab of its own for it. The Docker tests share one worker: one
+    image build, one Docker lab at a time on a 2-core machine."""
+    for item in items:
+        if item.get_closest_marker("docker") is not None:
+            item.add_marker(pytest.mark.xdist_group("docker"))
+        elif item.get_closest_marker("spread") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

@@ -129,6 +129,7 @@ UNDETECTED = {"kill-api", "kill-engine"}
 
 
 @pytest.mark.slow
+@pytest.mark.spread
 @needs_prometheus
 @pytest.mark.parametrize("scenario", sorted(bundled()))
 def test_bundled_scenario_on_the_local_runtime(lab, scenario):
