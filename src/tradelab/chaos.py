@@ -54,10 +54,10 @@ def chaos_on(settings: Settings, lab: Lab, fault: str | None = None, rate: float
         if rate is not None or latency_ms is not None:
             raise TradelabError(f"fault {name} takes no --rate or --latency-ms")
         act(running_driver(settings, lab), _action(spec, "on"), _service(spec))
-    elif notice and lab_driver(settings, lab) is None:
-        notice(f"the lab is down: nothing will see {name} until `tradelab up`")
     entry = store.enable(name, rate=rate, latency_ms=latency_ms, duration_s=duration_s,
                          venue=venue, hidden=hidden)
+    if spec.kind != "runtime" and notice and lab_driver(settings, lab) is None:
+        notice(f"the lab is down: nothing will see {name} until `tradelab up`")
     if spec.kind == "runtime" and duration_s is not None:
         _schedule_off(lab, store.path, name, duration_s, entry["since"])
     return entry
