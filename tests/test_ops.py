@@ -14,6 +14,7 @@ import pytest
 from conftest import free_port
 from psycopg.types.json import Jsonb
 
+from tradelab.const import TradeStatus
 from tradelab.errors import TradelabError
 from tradelab.ops import (
     FIND_TRADE_SQL,
@@ -121,7 +122,10 @@ def test_failures_newest_first_with_summary_by_reason_and_symbol(db, admin):
         add_trade(admin, status="FILLED", fill_price="10", age_s=age)
     add_trade(admin, status="REJECTED", reason="LIMIT_NOT_REACHABLE: limit 1 < 100", age_s=9)
 
-    report = investigate_failures(db.operator_url, limit=3, since_s=3600)
+    typed = investigate_failures(db.operator_url, limit=3, since_s=3600)
+    assert [f.status for f in typed.failures] == [TradeStatus.FAILED] * 3
+    assert typed.summary.total == 4 and typed.summary.window.label == "1h"
+    report = typed.as_dict()
     failures, summary = report["failures"], report["summary"]
 
     assert [f["id"] for f in failures] == [newest, middle, oldest]
@@ -148,7 +152,7 @@ def test_failures_by_symbol_and_window(db, admin):
     add_trade(admin, symbol="AAPL", status="FILLED", fill_price="1", age_s=30)
     add_trade(admin, symbol="AAPL", status="FAILED", reason=CHAOS, age_s=400)
 
-    report = investigate_failures(db.operator_url, since_s=300, symbol="AAPL")
+    report = investigate_failures(db.operator_url, since_s=300, symbol="AAPL").as_dict()
     assert [f["id"] for f in report["failures"]] == [aapl]
     assert report["summary"]["symbol"] == "AAPL"
     assert report["summary"]["by_symbol"] == {"AAPL": 1}
@@ -158,7 +162,7 @@ def test_failures_by_symbol_and_window(db, admin):
 
 def test_no_failures_gives_an_empty_report(db, admin):
     add_trade(admin, status="FILLED", fill_price="1")
-    report = investigate_failures(db.operator_url)
+    report = investigate_failures(db.operator_url).as_dict()
     assert report["failures"] == []
     summary = report["summary"]
     assert (summary["total"], summary["trades_in_window"], summary["failure_ratio"]) == (0, 1, 0)
@@ -172,7 +176,7 @@ def test_bad_arguments_are_user_errors(db):
         investigate_failures(db.operator_url, since_s=0)
     with pytest.raises(TradelabError, match="at most 100 years"):
         investigate_failures(db.operator_url, since_s=1e15)
-    window = investigate_failures(db.operator_url, since_s=0.5)["summary"]["window"]
+    window = investigate_failures(db.operator_url, since_s=0.5).as_dict()["summary"]["window"]
     assert window["label"] == "0.5s"
 
 

@@ -1,6 +1,7 @@
-"""Names every layer shares: the Docker labels on what a lab creates, and its service names.
+"""Names every layer shares: the Docker labels on what a lab creates, its service names,
+and the states a trade goes through.
 
-    from tradelab.const import LABEL_PROJECT, LABEL_SERVICE, ALL_SERVICES
+    from tradelab.const import LABEL_PROJECT, LABEL_SERVICE, ALL_SERVICES, TradeStatus
     client.containers.list(filters={"label": [f"{LABEL_PROJECT}=tradelab"]})
 
 As compose's `const.py`: each label is spelt once, here. Compose's own labels are
@@ -8,6 +9,8 @@ used on purpose, so `docker compose ps` lists a lab `tradelab up` made.
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
 
 LABEL_PROJECT = "com.docker.compose.project"
 LABEL_SERVICE = "com.docker.compose.service"
@@ -32,3 +35,13 @@ ALL_SERVICES = (
 )
 # Services with no binary off Docker: the local runtime reports them unavailable.
 DOCKER_ONLY_SERVICES = ("grafana", "loki", "promtail", "alloy")
+
+
+class TradeStatus(StrEnum):
+    """A trade's status, as the trades table's CHECK constraint spells it:
+    NEW, then FILLED, REJECTED or FAILED once the engine settled it."""
+
+    NEW = "NEW"
+    FILLED = "FILLED"
+    REJECTED = "REJECTED"
+    FAILED = "FAILED"

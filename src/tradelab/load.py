@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tradelab.errors import TradelabError
 from tradelab.host import pid_alive
@@ -40,6 +40,10 @@ from tradelab.loadtest._ledger import (
     new_run_id,
     read_ledger,
 )
+
+if TYPE_CHECKING:
+    from tradelab.lab import Lab
+    from tradelab.settings import Settings
 
 LOADTEST_DIR = Path(__file__).parent / "loadtest"
 # profile -> (locustfile, LoadTestShape class); user type -> (locustfile, User class)
@@ -117,7 +121,7 @@ class LoadResult:
         return out
 
 
-def run_load(settings, lab, options: LoadOptions,
+def run_load(settings: Settings, lab: Lab, options: LoadOptions,
              on_progress: Callable[[Progress], None] | None = None,
              notice: Callable[[str], None] | None = None) -> LoadResult:
     """Run one load test to its end; locally unless the lab's Locust master should do it."""
@@ -129,7 +133,7 @@ def run_load(settings, lab, options: LoadOptions,
     return run_local(settings, lab, options, on_progress, notice)
 
 
-def start_load(settings, lab, options: LoadOptions,
+def start_load(settings: Settings, lab: Lab, options: LoadOptions,
                notice: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Start a run in the background and return once it runs: on the lab's Locust master
     when it has one, else as local Locust processes that outlive this process."""
@@ -150,7 +154,7 @@ def start_load(settings, lab, options: LoadOptions,
     return load_status(settings, lab) | {"ledger": str(lab.state_dir / "load" / run_id)}
 
 
-def _lab_master(settings, options: LoadOptions) -> str | None:
+def _lab_master(settings: Settings, options: LoadOptions) -> str | None:
     """The lab's Locust master's URL when the run should go there (it answers)."""
     if options.host or options.headless:
         return None
@@ -168,11 +172,11 @@ def _wait_until_active(url: str, alive: Callable[[], bool], timeout: float = 90)
                         f"(master at {url}); see `tradelab logs locust-master`")
 
 
-def lab_master_url(settings) -> str:
+def lab_master_url(settings: Settings) -> str:
     return f"http://127.0.0.1:{settings.ports.locust}"
 
 
-def default_host(settings) -> str:
+def default_host(settings: Settings) -> str:
     return f"http://127.0.0.1:{settings.ports.api}"
 
 
@@ -209,7 +213,7 @@ def connection_error_reason(exc: Exception) -> str:
 
 # -- local runs ---------------------------------------------------------------------------
 
-def run_local(settings, lab, options: LoadOptions,
+def run_local(settings: Settings, lab: Lab, options: LoadOptions,
               on_progress: Callable[[Progress], None] | None = None,
               notice: Callable[[str], None] | None = None) -> LoadResult:
     """Run Locust as child processes against options.host (default: the lab's api)."""
@@ -244,7 +248,8 @@ class _LocalRun:
         return self.processes[0]
 
 
-def _start_local(settings, lab, options: LoadOptions, follower: int | None = None) -> _LocalRun:
+def _start_local(settings: Settings, lab: Lab, options: LoadOptions,
+                 follower: int | None = None) -> _LocalRun:
     """Start the Locust processes of one run (in sessions of their own, so they outlive
     this process when nobody follows them) and record them in the run state."""
     host = (options.host or default_host(settings)).rstrip("/")
@@ -311,7 +316,7 @@ def _stop_processes(processes: list[subprocess.Popen]) -> None:
                 proc.wait()
 
 
-def _refuse_second_local_run(lab) -> None:
+def _refuse_second_local_run(lab: Lab) -> None:
     state = _read_run_state(lab)
     if state and state["kind"] == "local" and pid_alive(state["pid"]):
         raise TradelabError(f"a load test is already running here (pid {state['pid']}, "
@@ -320,7 +325,7 @@ def _refuse_second_local_run(lab) -> None:
 
 # -- the lab's master ---------------------------------------------------------------------
 
-def drive_master(settings, lab, url: str, options: LoadOptions,
+def drive_master(settings: Settings, lab: Lab, url: str, options: LoadOptions,
                  on_progress: Callable[[Progress], None] | None = None,
                  notice: Callable[[str], None] | None = None) -> LoadResult:
     """Start a run on the lab's Locust master (/swarm), follow it, return its stats."""
@@ -338,7 +343,7 @@ def drive_master(settings, lab, url: str, options: LoadOptions,
     return result
 
 
-def _start_on_master(settings, lab, url: str, options: LoadOptions,
+def _start_on_master(settings: Settings, lab: Lab, url: str, options: LoadOptions,
                      notice: Callable[[str], None], follower: int | None = None) -> str:
     """Start a run on the lab's Locust master (/swarm); its run id."""
     import requests
@@ -381,7 +386,7 @@ def _start_on_master(settings, lab, url: str, options: LoadOptions,
     return run_id
 
 
-def _scale_workers(settings, lab, workers: int) -> None:
+def _scale_workers(settings: Settings, lab: Lab, workers: int) -> None:
     from tradelab.orchestrator import running_driver
 
     running_driver(settings, lab).scale("locust-worker", workers)
@@ -525,7 +530,7 @@ def _total_row(report: dict) -> dict:
 
 # -- status and stop ----------------------------------------------------------------------
 
-def find_master(settings, lab) -> tuple[str, str, dict]:
+def find_master(settings: Settings, lab: Lab) -> tuple[str, str, dict]:
     """(kind "local" | "lab", web url, the run's state) of the master that answers."""
     state = _read_run_state(lab) or {}
     if state.get("kind") == "local" and pid_alive(state["pid"]) \
@@ -542,7 +547,7 @@ def find_master(settings, lab) -> tuple[str, str, dict]:
                         "start one with `tradelab load`")
 
 
-def load_status(settings, lab) -> dict[str, Any]:
+def load_status(settings: Settings, lab: Lab) -> dict[str, Any]:
     """The run on the master that answers: users, rates, failures, run id, time left."""
     kind, url, state = find_master(settings, lab)
     report = _stats(url) or {}
@@ -568,7 +573,7 @@ def _following(state: dict) -> bool:
     return bool(state.get("follower")) and pid_alive(state["follower"])
 
 
-def stop_load(settings, lab) -> dict[str, Any]:
+def stop_load(settings: Settings, lab: Lab) -> dict[str, Any]:
     """Stop the running test; a local run nobody follows (detached, or its `tradelab load`
     gone) is ended here, once its users have finished the request in flight."""
     kind, url, state = find_master(settings, lab)
@@ -640,11 +645,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_state_file(lab) -> Path:
+def _run_state_file(lab: Lab) -> Path:
     return lab.state_dir / "load-run.json"
 
 
-def _write_run_state(lab, options: LoadOptions, **run: Any) -> None:
+def _write_run_state(lab: Lab, options: LoadOptions, **run: Any) -> None:
     """What runs where, for `load status` / `load stop` (follower: the pid of the
     `tradelab load` that follows the run, None when detached)."""
     state = {**run, "started_at": time.time(), "duration": options.duration,
@@ -654,7 +659,7 @@ def _write_run_state(lab, options: LoadOptions, **run: Any) -> None:
     write_atomic(_run_state_file(lab), json.dumps(state))
 
 
-def _read_run_state(lab) -> dict | None:
+def _read_run_state(lab: Lab) -> dict | None:
     try:
         state = json.loads(_run_state_file(lab).read_text())
     except (OSError, ValueError):

@@ -2,11 +2,14 @@
 
     trade = find_trade(url, trade_id=10)        # {"id": 10, ..., "events": [...]}
     report = investigate_failures(url, limit=20, since_s=3600, symbol="AAPL")
-    report["summary"]["by_reason"]              # {"EXCHANGE_CONNECTION_FAILED": 12}
+    report.summary.by_reason                    # {"EXCHANGE_CONNECTION_FAILED": 12}
+    report.failures[0].status                   # TradeStatus.FAILED
+    report.as_dict()                            # what `--json` prints
 
 Both take a database URL (or, for find_trade, an open psycopg connection) and
-read through a read-only connection. They return plain JSON-ready dicts:
-timestamps are ISO 8601 strings in UTC ("2024-05-01T12:00:00.123456Z", as the API), ids,
+read through a read-only connection. find_trade returns a JSON-ready dict, and
+investigate_failures a FailureReport whose as_dict() is one; in both, timestamps
+are ISO 8601 strings in UTC ("2024-05-01T12:00:00.123456Z", as the API), ids,
 quantities and counts are integers, prices are JSON numbers (floats; the database
 keeps them exact as numeric(18,4), and four decimals print back exactly).
 
@@ -18,10 +21,12 @@ the text before the first colon.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from tradelab.const import TradeStatus
 from tradelab.db.connect import connect, redact
 from tradelab.errors import TradelabError
 
@@ -49,8 +54,58 @@ def find_trade(conn_or_url: Any, trade_id: int | None = None,
     return _find_trade(conn_or_url, trade_id, client_order_id, None)
 
 
+@dataclass(frozen=True)
+class Failure:
+    """One FAILED trade, as investigate-failures lists it."""
+
+    id: int
+    client_order_id: str
+    symbol: str
+    side: str
+    quantity: int
+    status: TradeStatus
+    failure_reason: str | None
+    created_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class FailureWindow:
+    since: str
+    until: str
+    seconds: float
+    label: str  # "1h", "0.5s"
+
+
+@dataclass(frozen=True)
+class FailureSummary:
+    window: FailureWindow
+    symbol: str | None
+    total: int  # failed trades in the window
+    shown: int
+    trades_in_window: int
+    failure_ratio: float | None  # None: no trade in the window at all
+    first_failure_at: str | None
+    last_failure_at: str | None
+    by_reason: dict[str, int]  # reason code -> count, biggest first
+    by_symbol: dict[str, int]
+
+
+@dataclass(frozen=True)
+class FailureReport:
+    failures: list[Failure]
+    summary: FailureSummary
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON `investigate-failures --json` prints (statuses as plain text)."""
+        report = asdict(self)
+        for failure in report["failures"]:
+            failure["status"] = str(failure["status"])
+        return report
+
+
 def investigate_failures(url: str, limit: int = 20, since_s: float = 3600,
-                         symbol: str | None = None) -> dict[str, Any]:
+                         symbol: str | None = None) -> FailureReport:
     """FAILED trades of the last `since_s` seconds, newest first, and a summary."""
     if limit < 1:
         raise TradelabError(f"invalid limit {limit}: must be at least 1")
@@ -86,7 +141,7 @@ TRADE_EVENTS_SQL = ("SELECT created_at, event, status, detail FROM trade_events"
 def failure_queries(symbol: str | None) -> dict[str, str]:
     """The investigate-failures queries; parameters since, symbol, limit (by name)."""
     by_symbol = "AND symbol = %(symbol)s" if symbol else ""
-    failed = f"status = 'FAILED' AND created_at >= %(since)s {by_symbol}"
+    failed = f"status = '{TradeStatus.FAILED}' AND created_at >= %(since)s {by_symbol}"
     return {
         "failures": f"SELECT {', '.join(FAILURE_COLUMNS)} FROM trades WHERE {failed}"
                     " ORDER BY created_at DESC, id DESC LIMIT %(limit)s",
@@ -114,7 +169,7 @@ def _find_trade(conn, trade_id, client_order_id, url) -> dict[str, Any]:
     return trade
 
 
-def _investigate(conn, limit: int, since_s: float, symbol: str | None) -> dict[str, Any]:
+def _investigate(conn, limit: int, since_s: float, symbol: str | None) -> FailureReport:
     since, until = conn.execute(
         "SELECT now() - make_interval(secs => %s), now()", (since_s,)).fetchone()
     params = {"since": since, "symbol": symbol, "limit": limit}
@@ -127,22 +182,23 @@ def _investigate(conn, limit: int, since_s: float, symbol: str | None) -> dict[s
 
     from tradelab.durations import format_duration
 
-    return {
-        "failures": [_record(FAILURE_COLUMNS, r) for r in rows],
-        "summary": {
-            "window": {"since": _iso(since), "until": _iso(until), "seconds": since_s,
-                       "label": format_duration(since_s) if since_s >= 1 else f"{since_s:g}s"},
-            "symbol": symbol,
-            "total": total,
-            "shown": len(rows),
-            "trades_in_window": in_window,
-            "failure_ratio": round(total / in_window, 4) if in_window else None,
-            "first_failure_at": _iso(first),
-            "last_failure_at": _iso(last),
-            "by_reason": {code: n for code, n in reasons},
-            "by_symbol": {sym: n for sym, n in symbols},
-        },
-    }
+    failures = []
+    for row in rows:
+        record = _record(FAILURE_COLUMNS, row)
+        failures.append(Failure(**{**record, "status": TradeStatus(record["status"])}))
+    label = format_duration(since_s) if since_s >= 1 else f"{since_s:g}s"
+    return FailureReport(failures, FailureSummary(
+        window=FailureWindow(_iso(since) or "", _iso(until) or "", since_s, label),
+        symbol=symbol,
+        total=total,
+        shown=len(rows),
+        trades_in_window=in_window,
+        failure_ratio=round(total / in_window, 4) if in_window else None,
+        first_failure_at=_iso(first),
+        last_failure_at=_iso(last),
+        by_reason={code: n for code, n in reasons},
+        by_symbol={sym: n for sym, n in symbols},
+    ))
 
 
 # -- JSON-ready values -------------------------------------------------------------

@@ -39,7 +39,7 @@ import json
 import re
 from importlib import resources
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -59,6 +59,10 @@ from tradelab.stack import (
     Stack,
     build_stack,
 )
+
+if TYPE_CHECKING:
+    from tradelab.lab import Lab
+    from tradelab.settings import Settings
 
 MANIFEST = ".tradelab-rendered"
 VENDOR = "locust-vendor"  # rendered folder of libraries for the Locust containers
@@ -188,7 +192,7 @@ def _missing(exc: Exception) -> str:
     return m.group(1) if m else text.splitlines()[0]
 
 
-def render_files(settings, lab, stack: Stack) -> dict[str, bytes]:
+def render_files(settings: Settings, lab: Lab, stack: Stack) -> dict[str, bytes]:
     """Output path (relative, posix) -> content, for every file the stack needs."""
     env = environment()
     files: dict[str, bytes] = {}
@@ -244,7 +248,7 @@ def vendored_files(distribution: str, prefix: str) -> dict[str, bytes]:
     return out
 
 
-def render(settings, lab, out: Path | None = None, runtime: Runtime = "docker",
+def render(settings: Settings, lab: Lab, out: Path | None = None, runtime: Runtime = "docker",
            stack: Stack | None = None) -> list[Path]:
     """Write the rendered tree to `out` (default <lab>/rendered); return the files written."""
     stack = stack or build_stack(settings, lab, runtime)
@@ -287,7 +291,7 @@ def render(settings, lab, out: Path | None = None, runtime: Runtime = "docker",
     return written
 
 
-def _inline_secrets(settings) -> list[bytes]:
+def _inline_secrets(settings: Settings) -> list[bytes]:
     """Credentials a rendered file may still hold verbatim (a tool that cannot read them
     from a file): any file holding one is written 0600, readable by its owner only."""
     from tradelab.db.connect import redact
@@ -298,7 +302,7 @@ def _inline_secrets(settings) -> list[bytes]:
     return [v.encode() for v in values if v]
 
 
-def render_stack(stack: Stack, settings, lab, out: Path) -> list[Path]:
+def render_stack(stack: Stack, settings: Settings, lab: Lab, out: Path) -> list[Path]:
     """render() for a given Stack (a runtime's selection) into `out`."""
     return render(settings, lab, out=out, stack=stack)
 

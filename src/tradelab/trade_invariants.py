@@ -28,7 +28,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-FINAL_STATUSES = ("FILLED", "REJECTED", "FAILED")
+from tradelab.const import TradeStatus
+
+FINAL_STATUSES = (TradeStatus.FILLED, TradeStatus.REJECTED, TradeStatus.FAILED)
 INVARIANT_KINDS = ("left_new", "broken_trail", "outside_limit")
 
 Found = tuple[str, Mapping[str, Any], str]
@@ -54,14 +56,14 @@ def left_new(trades: Sequence[Mapping[str, Any]],
              healthy_for_s: float) -> list[Found]:
     """NEW trades the engine passed by for `healthy_for_s` (see the module docstring)."""
     ends = sorted((t["created_at"], _final_time(events_by_trade.get(t["id"], [])))
-                  for t in trades if t["status"] != "NEW")
+                  for t in trades if t["status"] != TradeStatus.NEW)
     finished = [(born, done) for born, done in ends if done is not None]
     births = [born for born, _ in finished]
     latest_after = _suffix_max([done for _, done in finished])
     grace = timedelta(seconds=healthy_for_s)
     found: list[Found] = []
     for trade in trades:
-        if trade["status"] != "NEW":
+        if trade["status"] != TradeStatus.NEW:
             continue
         first_younger = bisect.bisect_right(births, trade["created_at"])
         if first_younger == len(births):
@@ -79,7 +81,7 @@ def trail_problem(trade: Mapping[str, Any], events: Sequence[Mapping[str, Any]])
     if not events:
         return "no events at all (not even received)"
     first = events[0]
-    if (first["event"], first["status"]) != ("received", "NEW"):
+    if (first["event"], first["status"]) != ("received", TradeStatus.NEW):
         return f"first event is {first['event']}/{first['status']}, not received/NEW"
     for before, after in zip(events, events[1:], strict=False):
         if after["created_at"] < before["created_at"]:
@@ -87,7 +89,7 @@ def trail_problem(trade: Mapping[str, Any], events: Sequence[Mapping[str, Any]])
                     f"{before['id']} ({before['event']}) recorded ahead of it")
     finals = [e for e in events if e["status"] in FINAL_STATUSES]
     status = trade["status"]
-    if status == "NEW":
+    if status == TradeStatus.NEW:
         return f"still NEW but has a final event {finals[0]['event']}" if finals else None
     if status not in FINAL_STATUSES:
         return None
@@ -103,7 +105,7 @@ def trail_problem(trade: Mapping[str, Any], events: Sequence[Mapping[str, Any]])
 
 def fill_problem(trade: Mapping[str, Any]) -> str | None:
     """A FILLED trade outside its limit price, or without a fill price; else None."""
-    if trade["status"] != "FILLED":
+    if trade["status"] != TradeStatus.FILLED:
         return None
     fill, limit = trade["fill_price"], trade["limit_price"]
     if fill is None:

@@ -84,29 +84,29 @@ def investigate_failures_cli(
     report = investigate_failures(operator_url(ctx, database_url), limit=limit,
                                   since_s=since_s, symbol=symbol.upper() if symbol else None)
     if as_json:
-        print_json(report)
+        print_json(report.as_dict())
         return
-    summary = report["summary"]
-    label = summary["window"]["label"]
-    scope = f" for {summary['symbol']}" if summary["symbol"] else ""
-    if not summary["total"]:
-        typer.echo(f"no failed trades{scope} in the last {label} "
-                   f"({summary['trades_in_window']} trades in the window)")
+    summary = report.summary
+    scope = f" for {summary.symbol}" if summary.symbol else ""
+    if not summary.total:
+        typer.echo(f"no failed trades{scope} in the last {summary.window.label} "
+                   f"({summary.trades_in_window} trades in the window)")
         return
-    print_table(report["failures"], headers=["id", "client_order_id", "symbol", "side",
-                                             "quantity", "failure_reason", "created_at"])
+    print_table(report.as_dict()["failures"],
+                headers=["id", "client_order_id", "symbol", "side", "quantity",
+                         "failure_reason", "created_at"])
     typer.echo("")
-    ratio = summary["failure_ratio"]
     typer.echo(
-        f"{summary['total']} failed of {summary['trades_in_window']} trades{scope} in the last "
-        f"{label} ({ratio:.2%}); showing the newest {summary['shown']}"
+        f"{summary.total} failed of {summary.trades_in_window} trades{scope} in the last "
+        f"{summary.window.label} ({summary.failure_ratio or 0:.2%}); "
+        f"showing the newest {summary.shown}"
     )
-    typer.echo(f"first failure {summary['first_failure_at']}, "
-               f"last failure {summary['last_failure_at']}")
+    typer.echo(f"first failure {summary.first_failure_at}, "
+               f"last failure {summary.last_failure_at}")
     typer.echo("")
-    print_table([{"reason": k, "failed": v} for k, v in summary["by_reason"].items()])
+    print_table([{"reason": k, "failed": v} for k, v in summary.by_reason.items()])
     typer.echo("")
-    print_table([{"symbol": k, "failed": v} for k, v in summary["by_symbol"].items()])
+    print_table([{"symbol": k, "failed": v} for k, v in summary.by_symbol.items()])
 
 
 def positions_cli(

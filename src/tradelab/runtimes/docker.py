@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tradelab.const import (
     LABEL_COMPOSE_CONFIG_HASH,
@@ -58,6 +58,10 @@ from tradelab.stack import (
     build_stack,
     mounted_config_digest,
 )
+
+if TYPE_CHECKING:
+    from tradelab.lab import Lab
+    from tradelab.settings import Settings
 
 NOT_REACHABLE = "Docker is not reachable: start Docker or use --runtime local"
 STOP_TIMEOUT_S = 10
@@ -122,7 +126,7 @@ class DockerRuntime:
     kind = RuntimeKind.DOCKER
     name = "docker"
 
-    def __init__(self, settings: Any, lab: Any, echo: Callable[[str], None] | None = None):
+    def __init__(self, settings: Settings, lab: Lab, echo: Callable[[str], None] | None = None):
         self.settings = settings
         self.lab = lab
         self.stack = build_stack(settings, lab, runtime="docker")

@@ -50,6 +50,8 @@ from tradelab.runtimes.local_postgres import (
 from tradelab.runtimes.supervisor import Supervisor
 
 if TYPE_CHECKING:
+    from tradelab.lab import Lab
+    from tradelab.settings import Settings
     from tradelab.stack import Stack
 
 NOT_HERE = "not available in the local runtime"
@@ -61,7 +63,8 @@ class LocalRuntime:
     kind = RuntimeKind.LOCAL
     name = "local"
 
-    def __init__(self, settings, lab, echo: Callable[[str], None] | None = None) -> None:
+    def __init__(self, settings: Settings, lab: Lab,
+                 echo: Callable[[str], None] | None = None) -> None:
         self.settings = settings
         self.lab = lab
         self.echo = echo or _progress

@@ -19,14 +19,18 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tradelab.db.cluster import PostgresCluster, find_bindir
 from tradelab.runtimes.supervisor import Program
 
+if TYPE_CHECKING:
+    from tradelab.lab import Lab
+
 OUTSIDE_ROOT = Path("/var/lib/tradelab")
 
 
-def postgres_data_dir(lab, create: bool = False) -> Path:
+def postgres_data_dir(lab: Lab, create: bool = False) -> Path:
     """The cluster's real data directory; with `create`, make the link that records it."""
     link = lab.data_dir / "postgres"
     if link.is_symlink():
@@ -73,7 +77,7 @@ def _existing(path: Path) -> Path:
     return path
 
 
-def remove_postgres_data(lab) -> None:
+def remove_postgres_data(lab: Lab) -> None:
     """Delete the cluster (and the directory outside the lab, if it has one)."""
     link = lab.data_dir / "postgres"
     if link.is_symlink():
@@ -90,7 +94,7 @@ def remove_postgres_data(lab) -> None:
             leftover.unlink(missing_ok=True)
 
 
-def lab_id(lab) -> str:
+def lab_id(lab: Lab) -> str:
     digest = hashlib.sha256(str(lab.root).encode()).hexdigest()[:10]
     return f"{lab.root.name}-{digest}"
 

@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from tradelab.const import DOCKER_ONLY_SERVICES
@@ -28,6 +29,10 @@ from tradelab.db.cluster import PostgresCluster
 from tradelab.runtimes.local_postgres import postgres_program, server_bindir
 from tradelab.runtimes.supervisor import Program
 from tradelab.stack import DB_NAME, Service, Stack, build_stack
+
+if TYPE_CHECKING:
+    from tradelab.lab import Lab
+    from tradelab.settings import Settings
 
 HOST = "127.0.0.1"
 __all__ = ["DB_NAME", "HOST", "Plan", "build_plan", "probe"]
@@ -111,7 +116,7 @@ class Plan:
         return self.cluster.url("postgres", self.postgres_password, dbname)
 
 
-def build_plan(settings, lab, pg_data_dir: Path) -> Plan:
+def build_plan(settings: Settings, lab: Lab, pg_data_dir: Path) -> Plan:
     stack = build_stack(settings, lab, runtime="local")
     pg = stack.services["postgres"]
     cluster = PostgresCluster(pg_data_dir, port=pg.port("postgres").container, host=HOST,
@@ -136,7 +141,7 @@ def build_plan(settings, lab, pg_data_dir: Path) -> Plan:
                 directories=directories, postgres_password=lab.secret("postgres_password"))
 
 
-def _local_service(name: str, svc: Service, settings, stack) -> LocalService:
+def _local_service(name: str, svc: Service, settings: Settings, stack) -> LocalService:
     if name in DOCKER_ONLY_SERVICES:  # no binary here; an imitation would mislead
         return LocalService(name, None, unavailable="not available in the local runtime")
     local = LocalService(name, None, oneshot=svc.one_shot, url=_url(name, svc, stack))
@@ -163,13 +168,13 @@ def _url(name: str, svc: Service, stack) -> str | None:
     return None
 
 
-def _port_key(settings, port: int, service: str, port_name: str) -> str:
+def _port_key(settings: Settings, port: int, service: str, port_name: str) -> str:
     """The setting that chooses this port, for error messages ("ports.api")."""
     keys = settings.port_keys(port)
     return keys[0] if keys else f"{service}'s fixed {port_name} port"
 
 
-def _program(name: str, svc: Service, lab, position: int, multiproc: Path,
+def _program(name: str, svc: Service, lab: Lab, position: int, multiproc: Path,
              settings) -> Program | None:
     argv = _resolve_argv(svc)
     if argv is None:
@@ -239,7 +244,7 @@ def _environment(svc: Service) -> dict[str, str]:
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def probe(service: LocalService, settings, lab, timeout: float = 2.0) -> bool:
+def probe(service: LocalService, settings: Settings, lab: Lab, timeout: float = 2.0) -> bool:
     """One health check of a running service, from this machine."""
     if service.name == "postgres" and service.probe_port is not None:
         return _postgres_ready(service.probe_port, lab, timeout)
@@ -259,7 +264,7 @@ def probe(service: LocalService, settings, lab, timeout: float = 2.0) -> bool:
         return False
 
 
-def _postgres_ready(port: int, lab, timeout: float) -> bool:
+def _postgres_ready(port: int, lab: Lab, timeout: float) -> bool:
     import psycopg
 
     try:
