@@ -105,6 +105,15 @@ def test_reader_keeps_last_good_state_and_warns_once_on_a_corrupt_file(path):
         logger.removeHandler(handler)
 
 
+def test_reader_keeps_last_good_state_on_valid_json_of_the_wrong_shape(path):
+    ChaosStore(path).enable("api-latency", latency_ms=100)
+    reader = ChaosReader(path, flag_dir=path.parent, check_interval_s=0)
+    assert reader.get("api-latency").latency_ms == 100
+    for text in ('{"faults": []}', '[]', '{"other": 1}'):
+        path.write_text(text)  # parses, but is no chaos file: must not turn the fault off
+        assert reader.get("api-latency").latency_ms == 100, text
+
+
 def test_chaos_flag_turns_on_the_default_fault(path, tmp_path):
     reader = ChaosReader(path, flag_dir=tmp_path, check_interval_s=0)
     assert reader.active() == {}

@@ -9,9 +9,10 @@
     registry.register(ChaosCollector(reader))                    # tradelab_chaos_active{fault}
 
 This is the only part of chaos the containers import. `state/chaos.json` is written
-atomically (tradelab.files), so a reader sees either the old or the new state, never
-half a file. Readers only re-parse it when its stat signature changes, at most every
-half second, so services pick changes up within about a second with no restart. A
+atomically under a lock and polled like every state file (tradelab.state_file): a
+reader sees either the old or the new state, never half a file, and re-parses it
+only when its stat signature changes, at most every half second, so services pick
+changes up within about a second with no restart. A
 fault may carry `until`; past it the fault is off even if the file still names it. A
 `chaos.flag` file in the service's working directory turns the default fault on (the
 original project's switch).
@@ -19,13 +20,9 @@ original project's switch).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import os
-import threading
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,7 +37,7 @@ from tradelab.faults import (
     MAX_LATENCY_MS,
     check_fault,
 )
-from tradelab.files import write_atomic
+from tradelab.state_file import CHECK_INTERVAL_S, WatchedJson, locked, write_json
 
 if TYPE_CHECKING:
     from tradelab.lab import Lab
@@ -49,7 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("tradelab.chaos")
 
 FLAG_FILE = "chaos.flag"
-CHECK_INTERVAL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -91,6 +87,11 @@ def chaos_file_from_env(lab: Lab | None = None) -> Path:
 
         lab = Lab.from_flag(None)
     return lab.chaos_file
+
+
+def state_file_from_env(name: str, lab: Lab | None = None) -> Path:
+    """<state dir>/name, beside the chaos file (levers.json, audit.jsonl)."""
+    return chaos_file_from_env(lab).parent / name
 
 
 def store_for(settings: Settings, lab: Lab) -> ChaosStore:
@@ -152,7 +153,7 @@ class ChaosStore:
             entry["until"] = _iso(now + timedelta(seconds=duration_s))
         if hidden:
             entry["hidden"] = True
-        with self._locked():
+        with locked(self.path, "chaos state"):
             faults = self._kept(self._load_or_empty())
             faults[fault] = entry
             self._write(faults)
@@ -162,7 +163,7 @@ class ChaosStore:
         """Turn `fault` off (None: every fault); return the names that were on."""
         if fault is not None:
             check_fault(fault)
-        with self._locked():
+        with locked(self.path, "chaos state"):
             faults = self._kept(self._load_or_empty())
             gone = list(faults) if fault is None else [f for f in faults if f == fault]
             for name in gone:
@@ -209,27 +210,12 @@ class ChaosStore:
                 or (n in FAULTS and FAULTS[n].kind == "runtime")}
 
     def _write(self, faults: dict[str, dict[str, Any]]) -> None:
-        write_atomic(self.path, json.dumps({"faults": faults}, indent=2, sort_keys=True) + "\n")
-
-    @contextlib.contextmanager
-    def _locked(self):
-        """An exclusive lock beside the file, so two `chaos on` never lose an update."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path.parent / f".{self.path.name}.lock",
-                         os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise TradelabError(
-                f"cannot write chaos state in {self.path.parent}: {exc.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+        write_json(self.path, {"faults": faults})
 
 
 class ChaosReader:
-    """What a running service sees: the active faults, re-read only when the file changes."""
+    """What a running service sees: the active faults, re-read only when the file changes
+    (a tradelab.state_file.WatchedJson, which also stats the flag file at each look)."""
 
     def __init__(self, path: Path | None, flag_dir: Path | None = None,
                  default_rate: float = DEFAULT_RATE,
@@ -238,30 +224,27 @@ class ChaosReader:
         # started_at: when this process started; faults that are cleared_by_restart and
         # went on before it are not this process's (it is the restarted one).
         self.started_at = started_at
-        self.path = Path(path) if path else None
         self.flag_dir = Path(flag_dir) if flag_dir else None
         self.default_rate = default_rate
-        self.check_interval_s = check_interval_s
-        self._lock = threading.Lock()
-        self._checked_at = float("-inf")
-        self._signature: tuple | None = None
-        self._entries: dict[str, dict[str, Any]] = {}
         self._flag_since: datetime | None = None
-        self._warned: tuple | None = None
+        self._file = WatchedJson(path, check_interval_s, validate=_faults_mapping,
+                                 on_check=self._check_flag, what="chaos file", logger=log)
+
+    @property
+    def path(self) -> Path | None:
+        return self._file.path
 
     def active(self) -> dict[str, ActiveFault]:
         """Fault name -> ActiveFault for every fault on right now."""
-        with self._lock:
-            if time.monotonic() - self._checked_at >= self.check_interval_s:
-                self._refresh()
-            entries, flag_since = self._entries, self._flag_since
+        faults = self._file.data().get("faults") or {}
+        flag_since = self._flag_since
         now = _now()
         out: dict[str, ActiveFault] = {}
         if flag_since is not None:
             out[DEFAULT_FAULT] = ActiveFault(DEFAULT_FAULT, self.default_rate, None,
                                              flag_since, None, source="flag")
-        for name, entry in entries.items():
-            fault = parse_entry(name, entry)
+        for name, entry in faults.items():
+            fault = parse_entry(name, entry) if isinstance(entry, dict) else None
             if fault is not None and (fault.until is None or fault.until > now):
                 if (self.started_at is not None and FAULTS[name].cleared_by_restart
                         and fault.since < self.started_at):
@@ -272,43 +255,18 @@ class ChaosReader:
     def get(self, name: str) -> ActiveFault | None:
         return self.active().get(name)
 
-    def _refresh(self) -> None:
-        self._checked_at = time.monotonic()
+    def _check_flag(self) -> None:
         flag = (self.flag_dir or Path.cwd()) / FLAG_FILE
         try:
-            st = flag.stat()
-            self._flag_since = datetime.fromtimestamp(st.st_mtime, UTC)
+            self._flag_since = datetime.fromtimestamp(flag.stat().st_mtime, UTC)
         except OSError:
             self._flag_since = None
-        if self.path is None:
-            return
-        try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            self._signature, self._entries = None, {}
-            return
-        except OSError as exc:
-            self._warn_once(("stat", str(exc)), f"cannot stat chaos file {self.path}: {exc}")
-            return
-        signature = (st.st_mtime_ns, st.st_size, st.st_ino)
-        if signature == self._signature:
-            return
-        try:
-            data = json.loads(self.path.read_text())
-            faults = data["faults"]
-            if not isinstance(faults, dict):
-                raise ValueError("'faults' is not a mapping")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            # Keep the last good state: a broken file must not flip faults on or off.
-            self._warn_once(signature, f"ignoring unreadable chaos file {self.path}: {exc}")
-            return
-        self._signature = signature
-        self._entries = {k: v for k, v in faults.items() if isinstance(v, dict)}
 
-    def _warn_once(self, key: tuple, message: str) -> None:
-        if self._warned != key:
-            self._warned = key
-            log.warning(message, extra={"event": "chaos_file_unreadable"})
+
+def _faults_mapping(data: dict[str, Any]) -> None:
+    """A chaos file the reader can use: {"faults": {name: entry, ...}}."""
+    if not isinstance(data.get("faults"), dict):
+        raise ValueError("'faults' is missing or not a mapping")
 
 
 def reported_faults(active: dict[str, ActiveFault]) -> dict[str, dict[str, Any]]:

@@ -25,7 +25,7 @@ RESTARTABLE = ("api", "engine", "postgres", "prometheus", "alertmanager", "grafa
 
 
 def store_for(lab: Any) -> LeverStore:
-    from tradelab.state_file import state_file_from_env
+    from tradelab.chaos_state import state_file_from_env
 
     return LeverStore(state_file_from_env(LEVERS_FILE, lab))
 

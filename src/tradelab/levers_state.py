@@ -10,7 +10,7 @@
     levers.venue_for("AAPL", settings.trading)
 
 The file is written atomically under a lock and polled like chaos.json
-(tradelab.state_file), so a lever reaches running services within about a second
+(tradelab.state_file, as chaos.json is), so a lever reaches running services within about a second
 without a restart. Routing precedence: a live route for the symbol, then a live route
 for every symbol, then the `trading.routes` setting, then `trading.default_venue`.
 """
