@@ -49,13 +49,13 @@ def _targets(board: dict):
             yield panel, target, target.get("datasource") or panel.get("datasource")
 
 
-def test_three_dashboards_with_unique_uids(dashboards):
+def test_four_dashboards_with_unique_uids(dashboards):
     titles = {b["title"] for b in dashboards.values()}
-    assert titles == {"Trading overview", "Logs", "Load test"}
-    assert len({b["uid"] for b in dashboards.values()}) == 3
+    assert titles == {"Trading overview", "Trading operations", "Logs", "Load test"}
+    assert len({b["uid"] for b in dashboards.values()}) == 4
 
 
-@pytest.mark.parametrize("name", ["trading-overview", "logs", "load-test"])
+@pytest.mark.parametrize("name", ["trading-overview", "trading-operations", "logs", "load-test"])
 def test_dashboard_model_is_valid(dashboards, datasources, name):
     board = dashboards[name]
     assert isinstance(board["schemaVersion"], int) and board["schemaVersion"] >= 36
@@ -99,6 +99,39 @@ def test_trading_overview_has_every_panel_the_issue_asks_for(dashboards):
         assert needle in titles, needle
     notes = [n for n in board["annotations"]["list"] if n.get("name") == "Chaos"]
     assert notes and "tradelab_chaos_active" in notes[0]["expr"]
+
+
+def test_trading_operations_has_every_panel_the_issue_asks_for(dashboards):
+    board = dashboards["trading-operations"]
+    by_title = {p["title"]: " ".join(t["expr"] for t in p.get("targets", []))
+                for p in board["panels"]}
+    wanted = {  # panel -> the series it must show, by the labels an operator slices on
+        "Orders by venue": "sum by (venue) (rate(tradelab_venue_orders_total",
+        "Orders by venue and status": "sum by (venue, status) (rate(tradelab_venue_orders_total",
+        "Venue failure ratio": 'tradelab_venue_orders_total{status="FAILED"}',
+        "Routing table": "tradelab_route",
+        "Market data age": "max by (venue, symbol) (tradelab_market_data_age_seconds)",
+        "Risk rejections by reason": "sum by (reason) (rate(tradelab_risk_rejections_total",
+        "Trading halts": "max by (symbol) (tradelab_trading_halted)",
+        "Operator actions": "sum by (command) (increase(tradelab_operator_actions_total",
+        "Net position by symbol (shares)": "sum by (symbol) (tradelab_position_shares)",
+        "Net notional by symbol and venue": "tradelab_position_notional",
+    }
+    for title, needle in wanted.items():
+        assert needle in by_title.get(title, ""), title
+    overview_links = {link["url"] for link in dashboards["trading-overview"]["links"]}
+    assert "/d/tradelab-ops" in overview_links
+
+
+def test_every_panel_a_runbook_names_is_on_a_dashboard(dashboards):
+    """Runbooks send a person to "Panel *X*" (or "panels *X* and *Y*"): X must exist."""
+    titles = {p["title"] for b in dashboards.values() for p in b["panels"]}
+    text = (Path(__file__).parents[1] / "docs" / "runbooks.md").read_text()
+    named = set()
+    for match in re.finditer(r"[Pp]anels? (\*[^*]+\*(?:(?:,| and) \*[^*]+\*)*)", text):
+        named |= set(re.findall(r"\*([^*]+)\*", match.group(1)))
+    assert len(named) >= 10
+    assert not named - titles, f"runbooks name panels no dashboard has: {named - titles}"
 
 
 def test_load_test_dashboard_uses_the_locustfile_metrics(dashboards):

@@ -272,9 +272,41 @@ def test_chaos_pages_and_every_query_returns_data(running_stack, capsys):
         time.sleep(2)
         missing = without_data()
     assert not missing, "dashboard queries without data:\n" + "\n".join(map(str, missing))
+    _operations_panels_show_the_levers(running_stack)
     if not running_stack["locust"]:
         pytest.skip("locust not on PATH: the Load test dashboard's queries were not run")
 
+
+
+def _operations_panels_show_the_levers(lab) -> None:
+    """The Trading operations dashboard's own queries show a halt, a failover (the flow
+    moving to the other venue) and the operator actions that did it."""
+    board = json.loads((DASHBOARDS / "trading-operations.json").read_text())
+    panel = {p["title"]: _substitute(p["targets"][0]["expr"])
+             for p in board["panels"] if p.get("targets")}
+    prom = lab["prom"]
+    tradelab = [sys.executable, "-m", "tradelab"]
+    for lever in (["ops", "halt", "--symbol", "AAPL"],
+                  ["ops", "route", "--venue", "beta", "--symbol", "MSFT"]):
+        done = subprocess.run([*tradelab, *lever], env=lab["env"], capture_output=True,
+                              text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+
+    def by(expr: str, *labels: str) -> dict[tuple, float]:
+        return {tuple(r["metric"].get(k) for k in labels): float(r["value"][1])
+                for r in _query(prom, expr)}
+
+    _wait("the halt on the Trading halts panel", lambda: by(
+        panel["Trading halts"], "symbol").get(("AAPL",)) == 1.0, timeout=30)
+    assert by(panel["Trading halts"], "symbol")[("ALL",)] == 0.0
+    _wait("MSFT routed to beta on the Routing table panel", lambda: by(
+        panel["Routing table"], "symbol", "venue").get(("MSFT", "beta")) == 1.0, timeout=30)
+    _wait("orders reaching beta on the Orders by venue panel", lambda: by(
+        panel["Orders by venue"], "venue").get(("beta",), 0) > 0, timeout=30)
+    actions = _wait("the levers on the Operator actions panel", lambda: (
+        found := by(panel["Operator actions"], "command")).get(("ops route",), 0) > 0 and found,
+        timeout=30)
+    assert actions[("ops halt",)] > 0 and actions[("ops resume",)] == 0
 
 
 def _watch_and_alerts_explain_the_page(lab) -> None:

@@ -3,7 +3,7 @@
     halt(settings, lab, symbol="AAPL")         # the kill switch (None: every symbol)
     resume(settings, lab)                      # lift every halt
     route(settings, lab, "beta")               # fail every symbol over to venue beta
-    restart(settings, lab, "engine")           # through the running lab's runtime
+    restart(settings, lab, "engine")           # through the running lab's runtime, until healthy
     requeue(url, stuck_for_s=120)              # NEW orders older than that, first in line, once
     lever_status(settings, lab)                # halts and the effective route per symbol
 
@@ -15,6 +15,7 @@ by the CLI's dispatch (tradelab.audit).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from tradelab.errors import TradelabError
@@ -82,25 +83,27 @@ def lever_status(settings: Any, lab: Any) -> dict[str, Any]:
             "venues": list(settings.trading.venues)}
 
 
-def restart(settings: Any, lab: Any, service: str) -> dict[str, Any]:
-    """Stop and start `service` of the running lab (either runtime)."""
+def restart(settings: Any, lab: Any, service: str, timeout_s: float = 60.0) -> dict[str, Any]:
+    """Stop and start `service` of the running lab (either runtime), then wait until it
+    is healthy again; its state before and after, and how long that took."""
     if service not in RESTARTABLE:
         raise TradelabError(f"unknown service {service!r}: use one of {', '.join(RESTARTABLE)}")
-    from tradelab.orchestrator import act, running_driver
+    from tradelab.orchestrator import act, running_driver, wait_healthy
+    from tradelab.runtimes.base import ServiceState
 
     driver = running_driver(settings, lab)
-    states = {st.name: st.state for st in driver.status()}
-    if service not in states:
-        raise TradelabError(f"service {service} is not part of the running lab "
-                            f"({', '.join(states)})")
-    if hasattr(driver, "restart"):  # the driver's own primitive where it has one
-        driver.restart(service)
-    else:
-        if states[service] == "running":
-            act(driver, "stop", service)
-        act(driver, "start", service)
-    after = {st.name: st.state for st in driver.status()}
-    return {"service": service, "before": states[service], "after": after.get(service)}
+    before = driver.inspect(service)
+    if before.state is ServiceState.UNAVAILABLE:
+        raise TradelabError(f"{service} cannot be restarted: {before.detail}")
+    if before.state is ServiceState.MISSING:
+        raise TradelabError(f"{service} is not part of the running {driver.name} lab: "
+                            "nothing to restart (`tradelab up` starts it)")
+    started = time.monotonic()
+    act(driver, "restart", service)
+    after = wait_healthy(driver, service, timeout_s)
+    return {"service": service, "runtime": driver.name, "before": str(before.state),
+            "after": str(after.state), "health": str(after.health),
+            "seconds": round(time.monotonic() - started, 1)}
 
 
 # -- requeue ---------------------------------------------------------------------------

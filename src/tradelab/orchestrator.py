@@ -5,6 +5,7 @@
     doctor(settings, lab).ok                                  # DoctorReport(runtime, checks)
     down(settings, lab, volumes=True)                         # "docker", "local and docker", ...
     act(running_driver(settings, lab), "pause", "postgres")   # one primitive (a fault, a lever)
+    wait_healthy(driver, "api", timeout_s=60)                 # after a lever: back in service?
 
 What every runtime shares lives here: choosing the driver, selecting services,
 rendering what they read (render writes every output), the one port check, doctor,
@@ -15,6 +16,7 @@ primitives on its runtime; nothing here assumes Docker or processes.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -30,6 +32,7 @@ from tradelab.runtimes import docker_available
 from tradelab.runtimes.base import (
     Check,
     Driver,
+    Health,
     RuntimeKind,
     ServiceState,
     ServiceStatus,
@@ -331,3 +334,19 @@ def restore(driver: Driver, service: str, action: Action) -> None:
     killed process by itself, and starting a running one is an error there)."""
     if driver.inspect(service).state is not ServiceState.RUNNING:
         act(driver, action, service)
+
+
+def wait_healthy(driver: Driver, service: str, timeout_s: float,
+                 every_s: float = 0.25) -> ServiceStatus:
+    """Wait until `service` runs and passes its health check (or declares none); its
+    status then, or a TradelabError naming the state it is stuck in."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        st = driver.inspect(service)
+        if st.state is ServiceState.RUNNING and st.health in (Health.HEALTHY, Health.NONE):
+            return st
+        if time.monotonic() >= deadline:
+            raise TradelabError(
+                f"{service} is not healthy {timeout_s:g}s after the restart (state {st.state}, "
+                f"health {st.health}): see `tradelab logs {service}`")
+        time.sleep(every_s)

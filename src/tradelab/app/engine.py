@@ -41,6 +41,7 @@ from tradelab import __version__
 from tradelab.app import risk
 from tradelab.app.exchange import Order, Outcome
 from tradelab.app.venues import Venues
+from tradelab.audit import AUDIT_FILE, AuditCollector
 from tradelab.chaos_state import ChaosCollector, ChaosReader, chaos_file_from_env
 from tradelab.db.watchdog import Watchdog
 from tradelab.errors import TradelabError
@@ -506,6 +507,8 @@ def main(settings: Any, lab: Any, metrics_bind: str | None = None) -> None:
                         started_at=datetime.now(UTC))
     levers = LeverReader(chaos_file.parent / LEVERS_FILE)
     metrics = EngineMetrics(chaos)
+    # tradelab_operator_actions_total{command}: the audit log, counted where it is mounted
+    metrics.registry.register(AuditCollector(chaos_file.parent / AUDIT_FILE))
     host, port = parse_bind(metrics_bind or f"{settings.bind_address}:{settings.ports.engine}",
                             option="--metrics-bind", example="127.0.0.1:9101")
     try:

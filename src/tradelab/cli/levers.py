@@ -89,12 +89,17 @@ def route_cli(ctx: typer.Context,
 @ops_app.command("restart")
 def restart_cli(ctx: typer.Context,
                 service: Annotated[str, typer.Argument(help="e.g. engine, api, postgres.")],
+                timeout: Annotated[str, typer.Option("--timeout", help="How long to wait for "
+                                                     "it to be healthy again.")] = "60s",
                 as_json: Json = False) -> None:
-    """Restart one service of the running lab (Docker or local)."""
+    """Restart one service of the running lab (Docker or local); wait until healthy."""
+    from tradelab.durations import parse_duration
     from tradelab.levers import restart
 
-    out = restart(settings_from(ctx), lab_from(ctx), service)
-    _show(out, as_json, f"restarted {service}: {out['before']} -> {out['after']}")
+    out = restart(settings_from(ctx), lab_from(ctx), service,
+                  timeout_s=parse_duration(timeout, what="--timeout"))
+    _show(out, as_json, f"restarted {service} ({out['runtime']}): {out['before']} -> "
+                        f"{out['after']}, {out['health']} after {out['seconds']:g}s")
 
 
 @ops_app.command("requeue")
