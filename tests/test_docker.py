@@ -250,6 +250,16 @@ def test_pause_unpause_and_restart_are_real_on_docker(docker_lab):
     assert result.exit_code == 0, result.output
 
 
+def test_ops_restart_comes_back_healthy_and_loses_no_order(docker_lab):
+    from support.restart import restart_loses_no_order
+
+    def cli(*args: str) -> tuple[int, str]:
+        result = docker_lab.run(*args, ok=False)
+        return result.exit_code, result.stdout if result.exit_code == 0 else result.output
+
+    restart_loses_no_order(cli, docker_lab.api, docker_lab.root)
+
+
 def test_second_up_changes_nothing(docker_lab):
     # A first `up` takes in any change to the package since the lab came up (in a
     # shared work tree, others edit it); right after it, `up` must change nothing.

@@ -311,6 +311,20 @@ def test_restart_gives_a_new_process_that_comes_back_healthy(local_lab):
     assert (result.exit_code, result.output.strip()) == (0, str(local_lab.root))
 
 
+def test_ops_restart_comes_back_healthy_and_loses_no_order(local_lab):
+    from support.restart import restart_loses_no_order
+
+    engine_pid, api_pid = local_lab.pid("engine"), local_lab.pid("api")
+
+    def cli(*args: str) -> tuple[int, str]:
+        result = local_lab.cli(*args)
+        return result.returncode, result.stdout if result.returncode == 0 else result.stderr
+
+    restart_loses_no_order(cli, local_lab.api, local_lab.root)
+    assert local_lab.pid("engine") not in (0, engine_pid)  # new processes, not the old ones
+    assert local_lab.pid("api") not in (0, api_pid)
+
+
 def test_db_pause_hangs_connections_yet_the_api_answers_503_in_time(local_lab):
     """db-pause freezes PostgreSQL (SIGSTOP): connections hang rather than being refused,
     and the API still answers POST /trades with a 503 inside its pool timeout, and its
