@@ -242,7 +242,7 @@ def rendered(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def rule_files(rendered) -> list[Path]:
     files = sorted((rendered / "prometheus" / "rules").glob("*.yml"))
-    assert [f.name for f in files] == ["slo.yml", "symptoms.yml"]
+    assert [f.name for f in files] == ["resources.yml", "slo.yml", "symptoms.yml"]
     return files
 
 
@@ -293,7 +293,7 @@ def test_burn_rate_alerts_have_no_for_clause(rule_files):
 
 
 def test_latency_sli_uses_the_bucket_at_exactly_the_threshold(rule_files):
-    text = rule_files[0].read_text()
+    text = next(f for f in rule_files if f.name == "slo.yml").read_text()
     assert f'le="{_go_float(THRESHOLD)}"' in text
     from tradelab.app.api_metrics import latency_buckets
 
@@ -643,3 +643,115 @@ def test_trading_alerts_fire_for_their_fault_only_and_resolve(rule_files, tmp_pa
     result = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- resources: crash-restarts, CPU, memory (tradelab_process_*) -------------------------
+
+MiB = 2**20
+
+
+def _process_series(duration: float, step: float, restarts: dict[str, float],
+                    cpu: dict[str, Callable[[float], float]],
+                    resident: dict[str, Callable[[float], float]]) -> list[dict[str, str]]:
+    """The api's and engine's tradelab_process_* series: `restarts` job -> the time its
+    process started again (no scrape missed: supervisord was quicker), `cpu` job -> cores
+    used at t, `resident` job -> bytes held at t; both services always scraped (up 1)."""
+    times = [i * step for i in range(int(duration // step) + 1)]
+    limits = {"api": SETTINGS.memory_limit_bytes("api"),
+              "engine": SETTINGS.memory_limit_bytes("engine")}
+    out = []
+    for job in ("api", "engine"):
+        labels = f'job="{job}",instance="{job}:1"'
+        started = restarts.get(job)
+        out.append({"series": f"tradelab_process_start_time_seconds{{{labels}}}",
+                    "values": " ".join(_num(1.7e9 + (started if started is not None
+                                                     and t >= started else -600))
+                                       for t in times)})
+        total, values = 0.0, []
+        for t in times:
+            if started is not None and abs(t - started) < step / 2:
+                total = 0.0  # a new process counts its CPU from zero
+            values.append(total)
+            total += cpu[job](t) * step
+        out.append({"series": f"tradelab_process_cpu_seconds_total{{{labels}}}",
+                    "values": " ".join(_num(v) for v in values)})
+        out.append({"series": f"tradelab_process_resident_memory_bytes{{{labels}}}",
+                    "values": " ".join(_num(resident[job](t)) for t in times)})
+        out.append({"series": f"tradelab_process_memory_limit_bytes{{{labels}}}",
+                    "values": " ".join(_num(limits[job]) for _ in times)})
+        out.append({"series": f"up{{{labels}}}", "values": " ".join("1" for _ in times)})
+    return out
+
+
+def _resource_test(rule_files, tmp_path, input_series, checks: list[Check]) -> None:
+    test = {"rule_files": [str(p) for p in rule_files], "evaluation_interval": "15s",
+            "tests": [{"interval": "15s", "input_series": input_series,
+                       "promql_expr_test": [_expr_test(c) for c in checks]}]}
+    path = tmp_path / "resources.yml"
+    path.write_text(yaml.safe_dump(test, sort_keys=False, width=1 << 20))
+    result = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+HEALTHY_CPU = {"api": lambda t: 0.3, "engine": lambda t: 0.05}
+HEALTHY_RESIDENT = {"api": lambda t: 230 * MiB, "engine": lambda t: 70 * MiB}
+
+
+def test_a_crash_restart_no_scrape_missed_tickets_as_service_restarted(rule_files, tmp_path):
+    """kill-api / kill-engine on the local runtime: supervisord restarts the process
+    between two scrapes, so `up` never drops and ScrapeTargetDown cannot fire; the new
+    start time does. The ticket holds for 10 minutes after each restart."""
+    at = TS
+    restarted = [alert("ServiceRestarted", "ticket", job=j, instance=f"{j}:1")
+                 for j in ("api", "engine")]
+    checks = [
+        Check(at - 15, [], only="ServiceRestarted"),
+        Check(at + 15, restarted, only="ServiceRestarted"),
+        Check(at + minutes(9), restarted, only="ServiceRestarted"),
+        Check(at + minutes(2), [], only="ScrapeTargetDown"),
+        Check(at + minutes(11), [], only="ServiceRestarted"),
+    ]
+    _resource_test(rule_files, tmp_path, _process_series(
+        at + minutes(12), 15, {"api": at, "engine": at}, HEALTHY_CPU, HEALTHY_RESIDENT),
+        checks)
+
+
+def test_cpu_hog_in_the_engine_tickets_and_a_busy_api_does_not(rule_files, tmp_path):
+    """The engine's hog threads burn 1.6 cores: ServiceCpuSaturated after the 5m rate
+    passes 3/4 of a core and 2m more. The api at one core over two workers is busy,
+    not saturated (0.75 per worker): no ticket for it. Resolved after the hog is gone."""
+    on, off = TS, TS + minutes(15)
+    cpu = {"api": lambda t: 1.0, "engine": lambda t: 1.6 if on <= t < off else 0.05}
+    ticket = alert("ServiceCpuSaturated", "ticket", job="engine")
+    checks = [
+        Check(on - 15, [], only="ServiceCpuSaturated"),
+        Check(on + minutes(1), [], only="ServiceCpuSaturated"),
+        Check(on + minutes(5), [ticket], only="ServiceCpuSaturated"),
+        Check(off, [ticket], only="ServiceCpuSaturated"),
+        Check(off + minutes(6), [], only="ServiceCpuSaturated"),
+    ]
+    _resource_test(rule_files, tmp_path, _process_series(
+        off + minutes(7), 15, {}, cpu, HEALTHY_RESIDENT), checks)
+
+
+def test_memory_leak_in_the_api_tickets_before_the_limit_and_resolves(rule_files, tmp_path):
+    """The api's workers leak 8 MiB/s from 230 MiB up to 90% of memory.api (512m):
+    past 80% (~410 MiB, after ~23s) for 2 minutes, ServiceMemoryHigh; the engine's
+    steady 70 MiB of 256 MiB never. Freed when the fault ends (or the api restarts)."""
+    on, off = TS, TS + minutes(10)
+    limit = SETTINGS.memory_limit_bytes("api")
+
+    def api(t: float) -> float:
+        return min(230 * MiB + 8 * MiB * (t - on), 0.9 * limit) if on <= t < off else 230 * MiB
+
+    ticket = alert("ServiceMemoryHigh", "ticket", job="api")
+    checks = [
+        Check(on - 15, [], only="ServiceMemoryHigh"),
+        Check(on + minutes(1), [], only="ServiceMemoryHigh"),
+        Check(on + minutes(3), [ticket], only="ServiceMemoryHigh"),
+        Check(off - 15, [ticket], only="ServiceMemoryHigh"),
+        Check(off + 30, [], only="ServiceMemoryHigh"),
+    ]
+    _resource_test(rule_files, tmp_path, _process_series(
+        off + minutes(2), 15, {}, HEALTHY_CPU, {**HEALTHY_RESIDENT, "api": api}), checks)

@@ -25,7 +25,8 @@ MAX_LATENCY_MS = 10_000  # past this a latency fault only parks worker threads p
 ALL_RUNTIMES = ("docker", "local")
 
 # The driver primitives a runtime fault is made of (tradelab.orchestrator.Driver).
-Action = Literal["stop", "start", "kill", "pause", "unpause", "restart"]
+Action = Literal["stop", "start", "kill", "pause", "unpause", "restart", "disconnect",
+                 "connect"]
 
 
 @dataclass(frozen=True)
@@ -123,14 +124,34 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("kill-api", "runtime", "the API's process is killed (SIGKILL)",
           service="api", on="kill", off="start",
           breaks="no order is accepted; connections refused",
-          signal='up{job="api"} == 0',
-          alert="ScrapeTargetDown",
+          signal='changes(tradelab_process_start_time_seconds{job="api"}[10m]) > 0',
+          alert="ServiceRestarted",
           mitigated_by=("ops restart api",)),
     Fault("kill-engine", "runtime", "the engine's process is killed (SIGKILL)",
           service="engine", on="kill", off="start",
           breaks="accepted orders stay NEW",
+          signal='changes(tradelab_process_start_time_seconds{job="engine"}[10m]) > 0',
+          alert="ServiceRestarted",
+          mitigated_by=("ops restart engine",)),
+    # -- resource faults and a network cut --
+    Fault("cpu-hog", "in-process",
+          "threads in the engine burn CPU (a runaway loop in a C extension)",
+          breaks="the engine competes for CPU; orders take longer to execute",
+          signal="rate(tradelab_process_cpu_seconds_total{job=\"engine\"}[5m])",
+          alert="ServiceCpuSaturated",
+          mitigated_by=("ops restart engine",), cleared_by_restart=True),
+    Fault("memory-leak", "in-process",
+          "the API's workers keep memory they never free, up to 90% of memory.api",
+          breaks="the API nears its memory limit; past it Docker kills the container",
+          signal="tradelab_process_resident_memory_bytes / tradelab_process_memory_limit_bytes",
+          alert="ServiceMemoryHigh",
+          mitigated_by=("ops restart api",), cleared_by_restart=True),
+    Fault("network-cut", "runtime",
+          "the engine's container is cut off the lab's network (docker network disconnect)",
+          service="engine", on="disconnect", off="connect",
+          breaks="the engine reaches neither PostgreSQL nor Prometheus; orders stay NEW",
           signal='up{job="engine"} == 0',
-          alert="ScrapeTargetDown",
+          alert="ScrapeTargetDown", runtimes=("docker",),
           mitigated_by=("ops restart engine",)),
 )}
 

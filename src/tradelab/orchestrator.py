@@ -325,15 +325,21 @@ def act(driver: Driver, action: Action, service: str) -> None:
             driver.unpause(service)
         case "restart":
             driver.restart(service)
+        case "disconnect":
+            driver.disconnect(service)
+        case "connect":
+            driver.connect(service)
         case _:
             raise unsupported(driver.kind, str(action), service)
 
 
 def restore(driver: Driver, service: str, action: Action) -> None:
     """Undo a runtime fault, unless the service is already back (a supervisor restarts a
-    killed process by itself, and starting a running one is an error there)."""
-    if driver.inspect(service).state is not ServiceState.RUNNING:
-        act(driver, action, service)
+    killed process by itself, and starting a running one is an error there). A running
+    service may still be cut off its network: `connect` is done whatever its state."""
+    if action != "connect" and driver.inspect(service).state is ServiceState.RUNNING:
+        return
+    act(driver, action, service)
 
 
 def wait_healthy(driver: Driver, service: str, timeout_s: float,

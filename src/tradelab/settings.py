@@ -38,6 +38,15 @@ ENV_PREFIX = "TRADELAB_"
 # Mappings whose entries may be set one by one from the environment (TRADELAB_IMAGES__API).
 _MAP_KEYS = ("images", "memory", "trading.routes")
 _MEMORY = re.compile(r"\d+(\.\d+)?[bkmg]?")
+_MEMORY_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30}
+
+
+def memory_bytes(text: str) -> int:
+    """'512m' -> 536870912 (the units Docker accepts for memory limits)."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([bkmg]?)b?", str(text).strip().lower())
+    if not match:
+        raise TradelabError(f"invalid memory limit {text!r}: use e.g. 256m or 1g")
+    return int(float(match.group(1)) * _MEMORY_UNITS[match.group(2)])
 
 
 class _Model(BaseModel):
@@ -256,6 +265,10 @@ class Settings(_Model):
         """The settings keys that choose `port` (["ports.api"]; two when they clash)."""
         return [f"ports.{key}" for key, value in self.ports.model_dump().items()
                 if value == port]
+
+    def memory_limit_bytes(self, service: str) -> int:
+        """The memory.SERVICE limit in bytes (Docker enforces it; the app exports it)."""
+        return memory_bytes(self.memory.get(service) or DEFAULT_MEMORY.get(service, "256m"))
 
     def flat(self) -> dict[str, Any]:
         """Every effective value by dotted key (maps such as images are expanded)."""

@@ -158,7 +158,15 @@ class ApiState:
                 self._chaos = ChaosReader(self.chaos_file, flag_dir=Path.cwd(),
                                           started_at=self.started_at,
                                           default_rate=self.settings.chaos.default_rate)
+                self._resource_faults().ensure_running()  # in this process: after fork
             return self._chaos
+
+    def _resource_faults(self):
+        from tradelab.app.process_metrics import service_root_pid
+        from tradelab.app.resource_faults import ResourceFaults
+
+        return ResourceFaults(self._chaos, ("memory-leak",),
+                              self.settings.memory_limit_bytes("api"), root_pid=service_root_pid)
 
     def levers(self):
         with self._lock:
@@ -276,6 +284,7 @@ def _register_routes(app, state: ApiState) -> None:
 
     from tradelab.app import trades
     from tradelab.app.api_metrics import ScrapeTimeCollector, api_metrics, render_metrics
+    from tradelab.app.process_metrics import ProcessTreeCollector, service_root_pid
     from tradelab.chaos_state import ChaosCollector
     from tradelab.db.migrate import current_version, latest_version
 
@@ -283,6 +292,7 @@ def _register_routes(app, state: ApiState) -> None:
     order_model = models.order_model(tuple(settings.symbols))
     metrics = api_metrics(settings.slo.latency_threshold_s)
     schema_latest = latest_version()
+    processes = ProcessTreeCollector(service_root_pid, settings.memory_limit_bytes("api"))
 
     @app.post("/trades")
     def create_trade():
@@ -384,7 +394,8 @@ def _register_routes(app, state: ApiState) -> None:
     def prometheus_metrics():
         scrape_time = ScrapeTimeCollector(state.database_up, __version__)
         _observe_pool(state, metrics)
-        body, content_type = render_metrics([ChaosCollector(state.chaos()), scrape_time])
+        body, content_type = render_metrics([ChaosCollector(state.chaos()), scrape_time,
+                                             processes])
         return app.response_class(body, 200, content_type=content_type)
 
     @app.get("/openapi.json")

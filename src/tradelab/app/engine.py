@@ -106,10 +106,14 @@ _EVENT_NAME = {"FILLED": "filled", "REJECTED": "rejected", "FAILED": "failed"}
 class EngineMetrics:
     """The engine's own registry, with every label value present from the start."""
 
-    def __init__(self, chaos: ChaosReader | None = None) -> None:
+    def __init__(self, chaos: ChaosReader | None = None,
+                 memory_limit_bytes: int | None = None) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+        from tradelab.app.process_metrics import ProcessTreeCollector
+
         self.registry = r = CollectorRegistry()
+        r.register(ProcessTreeCollector(memory_limit_bytes=memory_limit_bytes))
         self.orders_received = Counter("tradelab_orders_received", "Orders taken in, by source",
                                        ["source"], registry=r)
         self.processed = Counter("tradelab_trades_processed",
@@ -497,6 +501,7 @@ def main(settings: Any, lab: Any, metrics_bind: str | None = None) -> None:
     """`tradelab serve engine`: serve /metrics and run until SIGTERM or SIGINT."""
     from prometheus_client import start_http_server
 
+    from tradelab.app.resource_faults import ResourceFaults
     from tradelab.db.connect import resolve_url
     from tradelab.logs import setup_logging
 
@@ -506,9 +511,11 @@ def main(settings: Any, lab: Any, metrics_bind: str | None = None) -> None:
     chaos = ChaosReader(chaos_file, default_rate=settings.chaos.default_rate,
                         started_at=datetime.now(UTC))
     levers = LeverReader(chaos_file.parent / LEVERS_FILE)
-    metrics = EngineMetrics(chaos)
+    memory_limit = settings.memory_limit_bytes("engine")
+    metrics = EngineMetrics(chaos, memory_limit_bytes=memory_limit)
     # tradelab_operator_actions_total{command}: the audit log, counted where it is mounted
     metrics.registry.register(AuditCollector(chaos_file.parent / AUDIT_FILE))
+    ResourceFaults(chaos, ("cpu-hog",), memory_limit).ensure_running()
     host, port = parse_bind(metrics_bind or f"{settings.bind_address}:{settings.ports.engine}",
                             option="--metrics-bind", example="127.0.0.1:9101")
     try:

@@ -84,9 +84,11 @@ class ExecResult:
     output: str
 
 
-def unsupported(kind: RuntimeKind, primitive: str, service: str) -> TradelabError:
-    """The one error for a primitive a runtime cannot carry out."""
-    return TradelabError(f"the {kind} runtime cannot {primitive} {service}")
+def unsupported(kind: RuntimeKind, primitive: str, service: str,
+                can: RuntimeKind | None = None) -> TradelabError:
+    """The one error for a primitive a runtime cannot carry out (and which one can)."""
+    also = f": only the {can} runtime can (`tradelab up --runtime {can}`)" if can else ""
+    return TradelabError(f"the {kind} runtime cannot {primitive} {service}{also}")
 
 
 class Driver(Protocol):
@@ -152,7 +154,13 @@ class Driver(Protocol):
 
     def unpause(self, service: str) -> None: ...
 
-    def restart(self, service: str) -> None: ...
+    def restart(self, service: str) -> None:
+        """Stop and start the service (reattached to the lab's network where it was cut)."""
+
+    # A network cut: the service off the lab's network and back (where a runtime has one).
+    def disconnect(self, service: str) -> None: ...
+
+    def connect(self, service: str) -> None: ...
 
     def exec(self, service: str, argv: list[str]) -> ExecResult:
         """Run `argv` where the service runs (in its container / beside its process)."""

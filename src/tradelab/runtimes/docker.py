@@ -50,6 +50,7 @@ from tradelab.runtimes.base import (
     ServiceState,
     ServiceStatus,
 )
+from tradelab.settings import memory_bytes
 from tradelab.stack import (
     BUILD_CONTEXT,
     LOG_DRIVER,
@@ -500,7 +501,25 @@ class DockerRuntime:
 
     @_translated
     def restart(self, service: str) -> None:
+        """Each container stopped and started, back on the lab's network if it was cut
+        (as an orchestrator reschedules a pod away from a partitioned node)."""
+        self.connect(service)
         self._each(service, "restart", lambda c: c.restart(timeout=STOP_TIMEOUT_S))
+
+    @_translated
+    def disconnect(self, service: str) -> None:
+        """Cut every container of the service off the lab's network (`docker network
+        disconnect`): it runs on, and reaches no other service, nor they it."""
+        network = self.client.networks.get(self.stack.network)
+        self._each(service, "disconnect", lambda c: network.disconnect(c)
+                   if self.stack.network in _networks(c) else None)
+
+    @_translated
+    def connect(self, service: str) -> None:
+        """Put the service's containers back on the lab's network, under its name."""
+        network = self.client.networks.get(self.stack.network)
+        self._each(service, "connect", lambda c: None if self.stack.network in _networks(c)
+                   else network.connect(c, aliases=[service]))
 
     @_translated
     def exec(self, service: str, argv: list[str]) -> ExecResult:
@@ -575,7 +594,7 @@ class DockerRuntime:
         checks = [Check("docker", True, f"engine {version.get('Version')} "
                                         f"(API {version.get('ApiVersion')})")]
         total = client.info().get("MemTotal", 0)
-        limits = sum(docker_image.memory_bytes(self.stack.services[n].memory)
+        limits = sum(memory_bytes(self.stack.services[n].memory)
                      * self.stack.services[n].replicas for n in names)
         checks.append(Check("memory", total >= limits,
                             f"engine has {total / 2**30:.1f} GiB; the lab's memory limits "
@@ -653,6 +672,12 @@ def _tar(files: list[tuple[str, bytes, str | None]]) -> bytes:
                 info.uid, info.gid, info.mode = int(uid), int(gid or uid), 0o400
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+def _networks(container) -> dict:
+    """The networks a container is attached to now (fresh from the engine)."""
+    container.reload()
+    return container.attrs["NetworkSettings"]["Networks"] or {}
 
 
 def _explain(exc: Exception) -> str:

@@ -18,7 +18,6 @@ builds from too; without one, a temporary context is written.
 
 from __future__ import annotations
 
-import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,8 +26,6 @@ from pathlib import Path
 from tradelab.app_image import build_context_files, image_label
 from tradelab.const import LABEL_CONTEXT_HASH
 from tradelab.errors import TradelabError
-
-_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30}
 
 
 def image_present(client, ref: str) -> bool:
@@ -215,14 +212,6 @@ def _write_context(dest: Path, files: dict[str, bytes]) -> None:
 def _read_context(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes()
             for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def memory_bytes(text: str) -> int:
-    """'512m' -> 536870912 (the units Docker accepts for memory limits)."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([bkmg]?)b?", str(text).strip().lower())
-    if not match:
-        raise TradelabError(f"invalid memory limit {text!r}: use e.g. 256m or 1g")
-    return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 
 def _split_ref(ref: str) -> tuple[str, str]:

@@ -272,6 +272,15 @@ class LocalRuntime:
     def unpause(self, service: str) -> None:
         self._signal_group(service, signal.SIGCONT, "unpause")
 
+    def disconnect(self, service: str) -> None:
+        """Processes on one host share its loopback: there is no network to cut."""
+        self._spec(service)
+        raise unsupported(self.kind, "cut the network of", service, can=RuntimeKind.DOCKER)
+
+    def connect(self, service: str) -> None:
+        """Nothing was ever cut here (disconnect refuses): nothing to reconnect."""
+        self._spec(service)
+
     def exec(self, service: str, argv: list[str]) -> ExecResult:
         """Run `argv` beside the service: its environment and working directory."""
         program = self._spec(service).program
