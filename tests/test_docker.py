@@ -223,6 +223,41 @@ def test_kill_api_then_chaos_off_brings_it_back(docker_lab):
         f"{docker_lab.api}/healthz", timeout=3).status_code == 200, timeout=60)
 
 
+def test_network_cut_leaves_the_engine_running_unreachable_until_ops_restart(docker_lab):
+    """network-cut: the engine's container leaves the lab's network. It runs on; the API
+    still acknowledges orders, which stay NEW; Prometheus cannot scrape the engine. The
+    catalogue's lever, `ops restart engine`, puts it back, and the orders execute."""
+    import docker
+
+    prometheus = f"http://127.0.0.1:{docker_lab.config['ports']['prometheus']}/api/v1/query"
+
+    def engine_up() -> float | None:
+        result = requests.get(prometheus, params={"query": 'up{job="engine"}'},
+                              timeout=5).json()["data"]["result"]
+        return float(result[0]["value"][1]) if result else None
+
+    [engine] = docker.from_env().containers.list(filters={"label": [
+        f"{LABEL_PROJECT}={docker_lab.project}", "com.docker.compose.service=engine"]})
+    until("Prometheus to scrape the engine", lambda: engine_up() == 1, timeout=60)
+    docker_lab.run("chaos", "on", "network-cut")
+    try:
+        engine.reload()
+        assert engine.status == "running" and not engine.attrs["NetworkSettings"]["Networks"]
+        resp = order(docker_lab, f"cut-{uuid.uuid4().hex[:8]}")
+        assert resp.status_code == 201, resp.text  # the API still reaches PostgreSQL
+        trade = f"{docker_lab.api}/trades/{resp.json()['id']}"
+        until("Prometheus to see the engine down", lambda: engine_up() == 0, timeout=60)
+        assert requests.get(trade, timeout=5).json()["status"] == "NEW"
+        docker_lab.run("ops", "restart", "engine")
+    finally:
+        docker_lab.run("chaos", "off", "network-cut")
+    engine.reload()
+    assert list(engine.attrs["NetworkSettings"]["Networks"]) == [f"{docker_lab.project}_default"]
+    until("the engine to execute the order", lambda: requests.get(
+        trade, timeout=5).json()["status"] != "NEW", timeout=60)
+    until("Prometheus to scrape the engine again", lambda: engine_up() == 1, timeout=60)
+
+
 def test_pause_unpause_and_restart_are_real_on_docker(docker_lab):
     from tradelab.lab import Lab as TradelabLab
     from tradelab.orchestrator import select_driver

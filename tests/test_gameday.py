@@ -123,15 +123,20 @@ def lab(tmp_path_factory):
                       f"{r['reconciliation']['summary']} |")
 
 
-# kill-api / kill-engine: supervisord restarts the killed process within seconds, before
-# any alert can hold for its `for:`; no alert detects them (see docs/gameday.md).
-UNDETECTED = {"kill-api", "kill-engine"}
+def _local(scenario: str):
+    """A bundled scenario as a test parameter; skipped when its fault needs another runtime
+    (test_a_fault_the_local_runtime_cannot_make_is_refused_in_one_line covers those)."""
+    from tradelab.faults import FAULTS
+
+    runtimes = FAULTS[scenario].runtimes
+    return pytest.param(scenario, marks=[] if "local" in runtimes else pytest.mark.skip(
+        reason=f"{scenario} needs the {' or '.join(runtimes)} runtime"))
 
 
 @pytest.mark.slow
 @pytest.mark.spread
 @needs_prometheus
-@pytest.mark.parametrize("scenario", sorted(bundled()))
+@pytest.mark.parametrize("scenario", [_local(s) for s in sorted(bundled())])
 def test_bundled_scenario_on_the_local_runtime(lab, scenario):
     result = _cli(lab, "gameday", "run", scenario, *FAST, "--json", timeout=400)
     out = json.loads(result.stdout)
@@ -142,16 +147,32 @@ def test_bundled_scenario_on_the_local_runtime(lab, scenario):
     assert journal["reconciliation"]["counts"]["ok"] > 0
     assert journal["steady_state_before"]["met"] is True
     _assert_report(Path(out["directory"]))
-    if scenario in UNDETECTED:
-        assert result.returncode == 1, result.stderr
-        assert out["time_to_detect_s"] is None
-        return
     assert result.returncode == 0, result.stderr[-3000:]
     assert out["ok"] and out["time_to_detect_s"] > 0 and out["time_to_recover_s"] > 0
     assert MEASURED[scenario]["seen"]
     assert journal["steady_state_after"]["met"] is True
     # Progress on the terminal: the step, the elapsed time, what it waits for.
     assert "Action: wait-for-alert" in result.stderr and "[00:" in result.stderr
+
+
+@needs_prometheus
+def test_a_fault_the_local_runtime_cannot_make_is_refused_in_one_line(lab):
+    refusal = ("error: the local runtime cannot carry out network-cut: only the docker runtime "
+               "can (`tradelab up --runtime docker`)")
+    for args in (("chaos", "on", "network-cut"), ("gameday", "run", "network-cut")):
+        result = _cli(lab, *args)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.strip().splitlines() == [refusal]
+    status = json.loads(_cli(lab, "chaos", "status", "--json").stdout)
+    assert "network-cut" not in json.dumps(status)  # nothing recorded
+    from tradelab.lab import Lab
+    from tradelab.orchestrator import running_driver
+    from tradelab.settings import load_settings
+
+    driver = running_driver(load_settings(Lab(lab), env={}), Lab(lab))
+    with pytest.raises(TradelabError, match="^the local runtime cannot cut the network of "
+                                            "engine: only the docker runtime can"):
+        driver.disconnect("engine")  # the primitive itself, asked directly
 
 
 @pytest.mark.slow

@@ -654,8 +654,9 @@ def _process_series(duration: float, step: float, restarts: dict[str, float],
                     cpu: dict[str, Callable[[float], float]],
                     resident: dict[str, Callable[[float], float]]) -> list[dict[str, str]]:
     """The api's and engine's tradelab_process_* series: `restarts` job -> the time its
-    process started again (no scrape missed: supervisord was quicker), `cpu` job -> cores
-    used at t, `resident` job -> bytes held at t; both services always scraped (up 1)."""
+    process started again (no scrape missed: supervisord was quicker), `cpu` job -> its
+    threads running or waiting for a CPU at t (CPU time: as much, at most two cores),
+    `resident` job -> bytes held at t; both services always scraped (up 1)."""
     times = [i * step for i in range(int(duration // step) + 1)]
     limits = {"api": SETTINGS.memory_limit_bytes("api"),
               "engine": SETTINGS.memory_limit_bytes("engine")}
@@ -672,9 +673,11 @@ def _process_series(duration: float, step: float, restarts: dict[str, float],
             if started is not None and abs(t - started) < step / 2:
                 total = 0.0  # a new process counts its CPU from zero
             values.append(total)
-            total += cpu[job](t) * step
+            total += min(2.0, cpu[job](t)) * step
         out.append({"series": f"tradelab_process_cpu_seconds_total{{{labels}}}",
                     "values": " ".join(_num(v) for v in values)})
+        out.append({"series": f"tradelab_process_runnable_threads{{{labels}}}",
+                    "values": " ".join(_num(cpu[job](t)) for t in times)})
         out.append({"series": f"tradelab_process_resident_memory_bytes{{{labels}}}",
                     "values": " ".join(_num(resident[job](t)) for t in times)})
         out.append({"series": f"tradelab_process_memory_limit_bytes{{{labels}}}",
@@ -718,11 +721,12 @@ def test_a_crash_restart_no_scrape_missed_tickets_as_service_restarted(rule_file
 
 
 def test_cpu_hog_in_the_engine_tickets_and_a_busy_api_does_not(rule_files, tmp_path):
-    """The engine's hog threads burn 1.6 cores: ServiceCpuSaturated after the 5m rate
-    passes 3/4 of a core and 2m more. The api at one core over two workers is busy,
-    not saturated (0.75 per worker): no ticket for it. Resolved after the hog is gone."""
+    """The engine's two hog threads always run or wait for a CPU: ServiceCpuSaturated
+    once the 5m average passes 3/4 of a thread and 2m more. The api with one thread
+    runnable over two workers is busy, not saturated (0.75 per worker): no ticket for
+    it. Resolved after the hog is gone."""
     on, off = TS, TS + minutes(15)
-    cpu = {"api": lambda t: 1.0, "engine": lambda t: 1.6 if on <= t < off else 0.05}
+    cpu = {"api": lambda t: 1.0, "engine": lambda t: 2.05 if on <= t < off else 0.05}
     ticket = alert("ServiceCpuSaturated", "ticket", job="engine")
     checks = [
         Check(on - 15, [], only="ServiceCpuSaturated"),

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from tradelab.chaos_state import store_for
 from tradelab.errors import TradelabError
-from tradelab.faults import Action, Fault, check_fault
+from tradelab.faults import Action, Fault, check_fault, check_runtime
 from tradelab.orchestrator import act, lab_driver, restore, running_driver
 
 if TYPE_CHECKING:
@@ -53,7 +53,9 @@ def chaos_on(settings: Settings, lab: Lab, fault: str | None = None, rate: float
     if spec.kind == "runtime":
         if rate is not None or latency_ms is not None:
             raise TradelabError(f"fault {name} takes no --rate or --latency-ms")
-        act(running_driver(settings, lab), _action(spec, "on"), _service(spec))
+        driver = running_driver(settings, lab)
+        check_runtime(spec, driver.kind)
+        act(driver, _action(spec, "on"), _service(spec))
     entry = store.enable(name, rate=rate, latency_ms=latency_ms, duration_s=duration_s,
                          venue=venue, hidden=hidden)
     if spec.kind != "runtime" and notice and lab_driver(settings, lab) is None:

@@ -137,7 +137,7 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("cpu-hog", "in-process",
           "threads in the engine burn CPU (a runaway loop in a C extension)",
           breaks="the engine competes for CPU; orders take longer to execute",
-          signal="rate(tradelab_process_cpu_seconds_total{job=\"engine\"}[5m])",
+          signal='tradelab_process_runnable_threads{job="engine"}',
           alert="ServiceCpuSaturated",
           mitigated_by=("ops restart engine",), cleared_by_restart=True),
     Fault("memory-leak", "in-process",
@@ -166,6 +166,14 @@ def check_fault(name: str) -> Fault:
         return FAULTS[name]
     except KeyError:
         raise TradelabError(f"unknown fault {name!r}: use one of {known_faults()}") from None
+
+
+def check_runtime(fault: Fault, runtime: str) -> None:
+    """Refuse, in one line naming the runtime that can, a fault `runtime` cannot carry out."""
+    if runtime not in fault.runtimes:
+        can = " or ".join(fault.runtimes)
+        raise TradelabError(f"the {runtime} runtime cannot carry out {fault.name}: only the "
+                            f"{can} runtime can (`tradelab up --runtime {fault.runtimes[0]}`)")
 
 
 def runtime_faults() -> dict[str, Fault]:

@@ -8,7 +8,10 @@ its workers. prometheus_client's own process collector sees one process and is n
 part of its multiprocess mode, so the API would export nothing; this collector reads
 /proc at scrape time for the whole tree instead, whichever worker answers:
 
-- tradelab_process_cpu_seconds_total: CPU time of the live processes (saturation);
+- tradelab_process_cpu_seconds_total: CPU time of the live processes (utilization);
+- tradelab_process_runnable_threads: their threads running or waiting for a CPU at
+  scrape time, the scraping thread left out (saturation: what they ask for, which
+  a busy machine does not hide the way it hides CPU time);
 - tradelab_process_resident_memory_bytes: their resident memory (a leak);
 - tradelab_process_memory_limit_bytes: the service's memory.SERVICE setting;
 - tradelab_process_start_time_seconds: when the root started (a crash-restart
@@ -20,6 +23,7 @@ On a system without /proc the collector yields nothing.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +36,7 @@ class TreeUsage:
     cpu_seconds: float
     resident_bytes: int
     start_time: float  # Unix time the root process started
+    runnable_threads: int  # state R now, the calling thread left out
 
 
 def tree_usage(root: int) -> TreeUsage | None:
@@ -52,7 +57,8 @@ def tree_usage(root: int) -> TreeUsage | None:
     return TreeUsage(
         cpu_seconds=sum(stats[p].cpu_ticks for p in tree) / ticks,
         resident_bytes=sum(stats[p].rss_pages for p in tree) * page,
-        start_time=_boot_time() + stats[root].start_ticks / ticks)
+        start_time=_boot_time() + stats[root].start_ticks / ticks,
+        runnable_threads=sum(_runnable_threads(p) for p in tree))
 
 
 def service_root_pid() -> int:
@@ -80,6 +86,10 @@ class ProcessTreeCollector:
         yield CounterMetricFamily("tradelab_process_cpu_seconds",
                                   "CPU time (user + system) of the service's processes",
                                   value=usage.cpu_seconds)
+        yield GaugeMetricFamily("tradelab_process_runnable_threads",
+                                "Threads of the service's processes running or waiting for "
+                                "a CPU (the scraping thread left out)",
+                                value=usage.runnable_threads)
         yield GaugeMetricFamily("tradelab_process_resident_memory_bytes",
                                 "Resident memory of the service's processes",
                                 value=usage.resident_bytes)
@@ -117,6 +127,24 @@ def _all_stats() -> dict[int, _Stat]:
         found[int(entry)] = _Stat(ppid=int(fields[1]), cpu_ticks=int(fields[11]) + int(fields[12]),
                                   start_ticks=int(fields[19]), rss_pages=int(fields[21]))
     return found
+
+
+def _runnable_threads(pid: int) -> int:
+    me = threading.get_native_id() if pid == os.getpid() else None
+    count = 0
+    try:
+        tids = os.listdir(PROC / str(pid) / "task")
+    except OSError:
+        return 0
+    for tid in tids:
+        if me is not None and tid == str(me):
+            continue
+        try:
+            text = (PROC / str(pid) / "task" / tid / "stat").read_text()
+        except OSError:
+            continue
+        count += text[text.rindex(")") + 2:].startswith("R")
+    return count
 
 
 def _boot_time() -> float:

@@ -72,6 +72,7 @@ def run_gameday(settings, lab, scenario: str, options: GameDayOptions | None = N
     from tradelab.gameday.scenarios import load_scenario
 
     name, experiment = load_scenario(scenario)
+    _check_runtime(settings, lab, experiment["configuration"]["fault"])
     options = options or GameDayOptions()
     lab.ensure()
     started = time.time()
@@ -95,6 +96,19 @@ def run_gameday(settings, lab, scenario: str, options: GameDayOptions | None = N
 
     write_report(directory)
     return GameDayResult(name, directory, journal)
+
+
+def _check_runtime(settings, lab, fault: str) -> None:
+    """A fault the running lab's runtime cannot carry out is refused before any load."""
+    from tradelab.errors import TradelabError
+    from tradelab.faults import check_fault, check_runtime
+    from tradelab.orchestrator import running_driver
+
+    try:
+        kind = running_driver(settings, lab).kind
+    except TradelabError:
+        return  # no lab: the steady-state probes say so, in the journal
+    check_runtime(check_fault(fault), kind)
 
 
 def extend_journal(settings, journal: dict[str, Any], timeline: dict[str, Any], handler,
