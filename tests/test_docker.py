@@ -248,14 +248,15 @@ def test_network_cut_leaves_the_engine_running_unreachable_until_ops_restart(doc
         trade = f"{docker_lab.api}/trades/{resp.json()['id']}"
         until("Prometheus to see the engine down", lambda: engine_up() == 0, timeout=60)
         assert requests.get(trade, timeout=5).json()["status"] == "NEW"
-        docker_lab.run("ops", "restart", "engine")
+        docker_lab.run("ops", "restart", "engine")  # the lever, with the fault still on
+        engine.reload()
+        assert list(engine.attrs["NetworkSettings"]["Networks"]) == [
+            f"{docker_lab.project}_default"]
+        until("the engine to execute the order", lambda: requests.get(
+            trade, timeout=5).json()["status"] != "NEW", timeout=60)
+        until("Prometheus to scrape the engine again", lambda: engine_up() == 1, timeout=60)
     finally:
         docker_lab.run("chaos", "off", "network-cut")
-    engine.reload()
-    assert list(engine.attrs["NetworkSettings"]["Networks"]) == [f"{docker_lab.project}_default"]
-    until("the engine to execute the order", lambda: requests.get(
-        trade, timeout=5).json()["status"] != "NEW", timeout=60)
-    until("Prometheus to scrape the engine again", lambda: engine_up() == 1, timeout=60)
 
 
 def test_pause_unpause_and_restart_are_real_on_docker(docker_lab):
