@@ -114,17 +114,20 @@ def test_reader_keeps_last_good_state_on_valid_json_of_the_wrong_shape(path):
         assert reader.get("api-latency").latency_ms == 100, text
 
 
-def test_chaos_flag_turns_on_the_default_fault(path, tmp_path):
-    reader = ChaosReader(path, flag_dir=tmp_path, check_interval_s=0)
-    assert reader.active() == {}
-    (tmp_path / "chaos.flag").touch()
+def test_chaos_flag_beside_the_chaos_file_turns_on_the_default_fault(path):
+    reader = ChaosReader(path, check_interval_s=0)  # as api and engine make it
+    store = ChaosStore(path)
+    assert reader.active() == {} == store.active()
+    path.parent.mkdir(parents=True)
+    (path.parent / "chaos.flag").touch()
     fault = reader.get("exchange-errors")
     assert (fault.rate, fault.source) == (0.6, "flag")
-    ChaosStore(path).enable("exchange-errors", rate=0.1)  # the file's setting wins
-    assert reader.get("exchange-errors").rate == 0.1
-    ChaosStore(path).disable()
-    (tmp_path / "chaos.flag").unlink()
-    assert reader.active() == {}
+    assert store.active()["exchange-errors"].source == "flag"  # what the CLI reports
+    store.enable("exchange-errors", rate=0.1)  # the file's setting wins, in both
+    assert reader.get("exchange-errors").rate == 0.1 == store.active()["exchange-errors"].rate
+    store.disable()
+    assert store.remove_flag() and not store.remove_flag()
+    assert reader.active() == {} == store.active()
 
 
 def test_missing_file_and_no_path_mean_no_faults(tmp_path):
@@ -221,6 +224,38 @@ def test_cli_on_status_off(lab_dir):
     assert status(lab_dir) == {}
     assert cli(lab_dir, "status").output.strip() == "chaos: no fault is on"
     assert cli(lab_dir, "off").output.strip() == "chaos: nothing was on"
+
+
+def test_cli_shows_the_chaos_flag_everywhere_and_chaos_off_removes_it(lab_dir):
+    """The original project's switch is no secret: the lab's state/chaos.flag shows in
+    `chaos status` and `tradelab status` (text and JSON), and `chaos off` ends it."""
+    flag = lab_dir / "state" / "chaos.flag"
+    flag.parent.mkdir(parents=True)
+    (lab_dir / "tradelab.yaml").write_text("runtime: local\n")  # no Docker lab to look for
+    flag.touch()
+    assert status(lab_dir)["exchange-errors"]["source"] == "flag"
+    assert "chaos.flag" in cli(lab_dir, "status").output
+    lab = invoke("--lab-dir", str(lab_dir), "status", "--json")
+    assert lab.exit_code == 0, lab.output
+    assert json.loads(lab.output)["chaos"]["exchange-errors"]["source"] == "flag"
+    table = invoke("--lab-dir", str(lab_dir), "status").output
+    assert "chaos: exchange-errors (set by chaos.flag)" in table
+    assert str(flag) in cli(lab_dir, "list").output
+    assert json.loads(cli(lab_dir, "list", "--json").output)["flag_file"]["path"] == str(flag)
+
+    off = cli(lab_dir, "off")
+    assert off.exit_code == 0, off.output
+    assert off.output.splitlines() == [
+        f"removed {flag} (it turned exchange-errors on)", "chaos off: exchange-errors"]
+    assert not flag.exists()
+    assert status(lab_dir) == {}
+    assert ChaosReader(lab_dir / "state" / "chaos.json").active() == {}
+    flag.touch()  # `chaos off FAULT` ends it too, and only for the flag's fault
+    assert "chaos: engine-stall was not on" in cli(lab_dir, "off", "engine-stall").output
+    assert flag.exists()
+    assert cli(lab_dir, "off", "exchange-errors").output.endswith(
+        "chaos off: exchange-errors\n")
+    assert not flag.exists()
 
 
 def test_cli_for_ends_the_fault(lab_dir):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from tradelab.chaos_state import store_for
 from tradelab.errors import TradelabError
-from tradelab.faults import Action, Fault, check_fault, check_runtime
+from tradelab.faults import DEFAULT_FAULT, Action, Fault, check_fault, check_runtime
 from tradelab.orchestrator import act, lab_driver, restore, running_driver
 
 if TYPE_CHECKING:
@@ -66,15 +66,18 @@ def chaos_on(settings: Settings, lab: Lab, fault: str | None = None, rate: float
 
 
 def chaos_off(settings: Settings, lab: Lab, fault: str | None = None,
-              if_since: str | None = None, by_drill: bool = False) -> list[str]:
+              if_since: str | None = None, by_drill: bool = False,
+              echo: Callable[[str], None] | None = None) -> list[str]:
     """Turn `fault` off (None: all); return the faults turned off.
 
     Runtime faults are undone through the driver (e.g. PostgreSQL started
     again). With `if_since`, only the fault switched on at that time is turned
     off: a scheduled off must not end a fault that was switched on again since.
+    The `chaos.flag` switch is removed too (`echo` says so) when its fault goes off.
     Turning a drill's hidden fault off abandons the drill, unless the drill itself
     does it (`by_drill`).
     """
+    flagged = _remove_flag(settings, lab, fault, echo) if if_since is None else []
     if fault is not None:
         check_fault(fault)
     from tradelab.faults import runtime_faults
@@ -113,7 +116,18 @@ def chaos_off(settings: Settings, lab: Lab, fault: str | None = None,
         from tradelab.drill.session import abandon_current
 
         abandon_current(lab, "chaos off")
-    return names
+    return names + [n for n in flagged if n not in names]
+
+
+def _remove_flag(settings: Settings, lab: Lab, fault: str | None,
+                 echo: Callable[[str], None] | None) -> list[str]:
+    """Remove the flag file when `fault` (None: every fault) is the one it turns on."""
+    store = store_for(settings, lab)
+    if fault not in (None, DEFAULT_FAULT) or not store.remove_flag():
+        return []
+    if echo:
+        echo(f"removed {store.flag_file} (it turned {DEFAULT_FAULT} on)")
+    return [DEFAULT_FAULT]
 
 
 def end_overdue(settings: Settings, lab: Lab) -> list[str]:

@@ -12,10 +12,13 @@ This is the only part of chaos the containers import. `state/chaos.json` is writ
 atomically under a lock and polled like every state file (tradelab.state_file): a
 reader sees either the old or the new state, never half a file, and re-parses it
 only when its stat signature changes, at most every half second, so services pick
-changes up within about a second with no restart. A
-fault may carry `until`; past it the fault is off even if the file still names it. A
-`chaos.flag` file in the service's working directory turns the default fault on (the
-original project's switch).
+changes up within about a second with no restart. A fault may carry `until`; past it
+the fault is off even if the file still names it.
+
+The original project's switch, a file `chaos.flag` beside the chaos file (the lab's
+`state/` folder; flag_file names it), turns the default fault on. It is one more way a
+fault is on, not a hidden one: the store reports it (`source: "flag"`) wherever faults
+are listed, and `disable` removes it.
 """
 
 from __future__ import annotations
@@ -78,6 +81,20 @@ class ActiveFault:
         }
 
 
+def flag_file(chaos_file: Path) -> Path:
+    """Where the original project's `chaos.flag` switch lives: beside the chaos file."""
+    return Path(chaos_file).parent / FLAG_FILE
+
+
+def flag_fault(path: Path, default_rate: float) -> ActiveFault | None:
+    """The default fault the flag file at `path` turns on (since its mtime), or None."""
+    try:
+        since = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    except OSError:
+        return None
+    return ActiveFault(DEFAULT_FAULT, default_rate, None, since, None, source="flag")
+
+
 def chaos_file_from_env(lab: Lab | None = None) -> Path:
     """$TRADELAB_CHAOS_FILE, else the lab's state/chaos.json."""
     if os.environ.get("TRADELAB_CHAOS_FILE"):
@@ -115,8 +132,27 @@ class ChaosStore:
         return {name: entry for name, entry in self._load().items()
                 if include_expired or not _expired(entry, now)}
 
+    @property
+    def flag_file(self) -> Path:
+        return flag_file(self.path)
+
     def active(self) -> dict[str, ActiveFault]:
-        return {n: f for n, e in self.read().items() if (f := parse_entry(n, e)) is not None}
+        """Every fault on: the file's entries, and the flag's default fault unless the
+        file names that fault too (the file wins, as in ChaosReader)."""
+        flagged = flag_fault(self.flag_file, self.default_rate)
+        out = {flagged.name: flagged} if flagged else {}
+        out.update({n: f for n, e in self.read().items() if (f := parse_entry(n, e)) is not None})
+        return out
+
+    def remove_flag(self) -> bool:
+        """Delete the flag file; True when there was one."""
+        try:
+            self.flag_file.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise TradelabError(f"cannot remove {self.flag_file}: {exc.strerror}") from None
+        return True
 
     def enable(self, fault: str, rate: float | None = None, latency_ms: int | None = None,
                duration_s: float | None = None, venue: str | None = None,
@@ -224,9 +260,12 @@ class ChaosReader:
         # started_at: when this process started; faults that are cleared_by_restart and
         # went on before it are not this process's (it is the restarted one).
         self.started_at = started_at
-        self.flag_dir = Path(flag_dir) if flag_dir else None
+        # The flag sits beside the chaos file (flag_file); flag_dir only for tests and a
+        # service run by hand without one (then its working directory).
+        self.flag = (Path(flag_dir) / FLAG_FILE if flag_dir else
+                     flag_file(Path(path)) if path else None)
         self.default_rate = default_rate
-        self._flag_since: datetime | None = None
+        self._flag: ActiveFault | None = None
         self._file = WatchedJson(path, check_interval_s, validate=_faults_mapping,
                                  on_check=self._check_flag, what="chaos file", logger=log)
 
@@ -237,12 +276,9 @@ class ChaosReader:
     def active(self) -> dict[str, ActiveFault]:
         """Fault name -> ActiveFault for every fault on right now."""
         faults = self._file.data().get("faults") or {}
-        flag_since = self._flag_since
+        flagged = self._flag
         now = _now()
-        out: dict[str, ActiveFault] = {}
-        if flag_since is not None:
-            out[DEFAULT_FAULT] = ActiveFault(DEFAULT_FAULT, self.default_rate, None,
-                                             flag_since, None, source="flag")
+        out: dict[str, ActiveFault] = {flagged.name: flagged} if flagged else {}
         for name, entry in faults.items():
             fault = parse_entry(name, entry) if isinstance(entry, dict) else None
             if fault is not None and (fault.until is None or fault.until > now):
@@ -256,11 +292,7 @@ class ChaosReader:
         return self.active().get(name)
 
     def _check_flag(self) -> None:
-        flag = (self.flag_dir or Path.cwd()) / FLAG_FILE
-        try:
-            self._flag_since = datetime.fromtimestamp(flag.stat().st_mtime, UTC)
-        except OSError:
-            self._flag_since = None
+        self._flag = flag_fault(self.flag or Path.cwd() / FLAG_FILE, self.default_rate)
 
 
 def _faults_mapping(data: dict[str, Any]) -> None:

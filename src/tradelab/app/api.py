@@ -151,12 +151,9 @@ class ApiState:
         with self._lock:
             self._ensure_process()
             if self._chaos is None:
-                from pathlib import Path
-
                 from tradelab.chaos_state import ChaosReader
 
-                self._chaos = ChaosReader(self.chaos_file, flag_dir=Path.cwd(),
-                                          started_at=self.started_at,
+                self._chaos = ChaosReader(self.chaos_file, started_at=self.started_at,
                                           default_rate=self.settings.chaos.default_rate)
                 self._resource_faults().ensure_running()  # in this process: after fork
             return self._chaos

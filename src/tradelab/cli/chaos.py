@@ -71,7 +71,8 @@ def off_cli(
         from tradelab.durations import parse_duration
 
         time.sleep(parse_duration(after, what="--after"))
-    names = chaos_off(settings_from(ctx), lab_from(ctx), fault, if_since=if_since)
+    names = chaos_off(settings_from(ctx), lab_from(ctx), fault, if_since=if_since,
+                      echo=typer.echo)
     if names:
         typer.echo(f"chaos off: {', '.join(names)}")
     elif fault and if_since is None:
@@ -105,7 +106,7 @@ def status_cli(
         return
     print_table([{
         "fault": f["fault"], "kind": f["kind"], "params": _params(f).strip(" ()") or "-",
-        "since": f.get("since", "-"),
+        "since": f.get("since", "-"), "set by": _set_by(f),
         "remaining": "until the drill ends" if f["kind"] == "hidden"
         else "until off" if f["remaining_s"] is None
         else "past its end: `tradelab chaos off` restores it" if f["remaining_s"] == 0
@@ -115,19 +116,30 @@ def status_cli(
 
 @chaos_app.command("list")
 def list_cli(
+    ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Every fault: what it breaks, the signal it leaves, the alert and the runtimes."""
-    from tradelab.faults import FAULTS
+    from tradelab.chaos_state import flag_file, store_for
+    from tradelab.faults import DEFAULT_FAULT, FAULTS
 
     faults = [f.as_dict() for f in FAULTS.values()]
+    flag = flag_file(store_for(settings_from(ctx), lab_from(ctx)).path)
     if as_json:
-        print_json({"faults": faults})
+        print_json({"faults": faults, "flag_file": {"path": str(flag), "fault": DEFAULT_FAULT}})
         return
     print_table([{"fault": f["fault"], "kind": f["kind"], "options": f["options"],
                   "breaks": f["breaks"], "alert": f["alert"],
                   "runtimes": ",".join(f["runtimes"]),
                   "mitigated by": ", ".join(f["mitigated_by"]) or "-"} for f in faults])
+    typer.echo(f"An empty file {flag} also turns {DEFAULT_FAULT} on (the original project's "
+               "switch); `tradelab chaos off` removes it.")
+
+
+def _set_by(entry: dict) -> str:
+    from tradelab.chaos_state import FLAG_FILE
+
+    return {"flag": FLAG_FILE, "file": "chaos on"}.get(entry.get("source", ""), "-")
 
 
 def _params(entry: dict) -> str:

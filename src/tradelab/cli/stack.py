@@ -99,12 +99,12 @@ def status_cli(
         typer.echo("lab is down" + (f" (it last ran on the {last} runtime)" if last else "")
                    + ": start it with `tradelab up`")
         if chaos:
-            typer.echo(f"chaos: {', '.join(sorted(chaos))} (nothing sees it until `tradelab up`)")
+            typer.echo(f"chaos: {fault_names(chaos)} (nothing sees it until `tradelab up`)")
         return
     typer.echo(f"runtime: {report['runtime']}")
     print_table([{k: s.get(k) or "" for k in ("name", "state", "health", "url", "detail")}
                  for s in report["services"]])
-    typer.echo("chaos: " + (", ".join(sorted(chaos)) if chaos else "off"))
+    typer.echo("chaos: " + (fault_names(chaos) if chaos else "off"))
     alerts = report["alerts"]
     if alerts is None:
         typer.echo("alerts: unknown (Alertmanager is not running)")
@@ -112,6 +112,12 @@ def status_cli(
         typer.echo("alerts: " + (", ".join(f"{a['alertname']} ({a['severity']})" for a in alerts)
                                  if alerts else "none firing") + ("; see `tradelab alerts`"
                                                                   if alerts else ""))
+
+
+def fault_names(chaos: dict[str, dict]) -> str:
+    """"exchange-errors (set by chaos.flag), engine-stall": every way a fault is on shows."""
+    return ", ".join(name + (" (set by chaos.flag)" if chaos[name].get("source") == "flag"
+                             else "") for name in sorted(chaos))
 
 
 def logs_cli(
