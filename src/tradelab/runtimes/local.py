@@ -209,8 +209,9 @@ class LocalRuntime:
             _follow(paths, out)
 
     def probes(self, names: list[str]) -> list[Check]:
-        """supervisor importable (first), PostgreSQL's server binaries, and a note for each
-        service that cannot run here (Grafana, Loki: never imitated)."""
+        """supervisor importable (first), PostgreSQL's server binaries, the optional
+        binaries (prometheus, alertmanager, locust: found, or what is lost without them),
+        and a note for each service that cannot run here (Grafana, Loki: never imitated)."""
         checks: list[Check] = []
         try:
             import supervisor  # noqa: F401
@@ -227,8 +228,14 @@ class LocalRuntime:
         checks.append(Check("postgresql", True,
                             f"server binaries in {cluster.bindir}; data in {cluster.data_dir}"
                             + (f" (runs as {cluster.user})" if cluster.user else "")))
-        checks.extend(Check(name, None, spec.unavailable)
-                      for name, spec in plan.by_name.items() if spec.unavailable)
+        missing = set()
+        for tool, path, lost in lp.binary_checks():  # optional: a note when missing
+            if path is None:
+                missing.add(lp.missing_binary_text(tool))
+            checks.append(Check(tool, True, f"found: {path}") if path else
+                          Check(tool, None, f"{lp.missing_binary_text(tool)}: {lost}"))
+        checks.extend(Check(name, None, spec.unavailable) for name, spec in plan.by_name.items()
+                      if spec.unavailable and spec.unavailable not in missing)
         return checks
 
     def preflight(self, names: list[str], build: bool) -> None:

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from tradelab.settings import Settings
 
 HOST = "127.0.0.1"
-__all__ = ["DB_NAME", "HOST", "Plan", "build_plan", "probe"]
+__all__ = ["DB_NAME", "HOST", "Plan", "binary_checks", "build_plan", "probe"]
 
 
 # Binaries tried in order; Debian names Alertmanager `prometheus-alertmanager`.
@@ -48,6 +48,12 @@ INSTALL_HINT = {
     "prometheus": "apt-get install prometheus",
     "alertmanager": "apt-get install prometheus-alertmanager",
     "locust": "pip install locust",
+}
+# What the lab cannot do without each optional binary (`tradelab doctor` says it).
+LOST_WITHOUT = {
+    "prometheus": "no metrics, SLO alerts, `tradelab watch` or game-day detection",
+    "alertmanager": "no pages: `tradelab alerts`, `status` and drills cannot see what fires",
+    "locust": "no `tradelab load`, so no game days (they put load on the lab)",
 }
 
 PRIORITY = {"postgres": 10, "migrate": 20}  # the rest: 30 + position (stop before these)
@@ -201,11 +207,23 @@ def _resolve_argv(svc: Service) -> list[str] | None:
         return None
     if argv[0] == "tradelab":  # the very tradelab (and Python) running this command
         return [sys.executable, "-m", "tradelab", *argv[1:]]
-    for candidate in BINARIES.get(argv[0], (argv[0],)):
+    found = find_binary(argv[0])
+    return [found, *argv[1:]] if found else None
+
+
+def find_binary(tool: str) -> str | None:
+    """The path of `tool` (Debian's name too: prometheus-alertmanager) on PATH or
+    beside this Python, or None."""
+    for candidate in BINARIES.get(tool, (tool,)):
         found = shutil.which(candidate) or _next_to_python(candidate)
         if found:
-            return [found, *argv[1:]]
+            return found
     return None
+
+
+def binary_checks() -> list[tuple[str, str | None, str]]:
+    """(tool, its path or None, what is lost without it) for every optional binary."""
+    return [(tool, find_binary(tool), LOST_WITHOUT[tool]) for tool in BINARIES]
 
 
 def _next_to_python(name: str) -> str | None:
@@ -215,7 +233,11 @@ def _next_to_python(name: str) -> str | None:
 
 
 def _missing_binary(svc: Service) -> str:
-    tool = svc.argv[0] if svc.argv else svc.name
+    return missing_binary_text(svc.argv[0] if svc.argv else svc.name)
+
+
+def missing_binary_text(tool: str) -> str:
+    """"prometheus not found on PATH (apt-get install prometheus)"."""
     names = " or ".join(BINARIES.get(tool, (tool,)))
     hint = INSTALL_HINT.get(tool)
     return f"{names} not found on PATH" + (f" ({hint})" if hint else "")
