@@ -155,6 +155,13 @@ def test_second_up_is_a_noop_and_the_cli_sees_the_lab(local_lab):
     assert result.returncode == 0, result.stderr
     assert "already up" in result.stderr
     assert {name: local_lab.pid(name) for name in before} == before
+    # `up` prints the table `status` does, the detail column saying why what does not run
+    # does not; nothing else about services that do not run (no Grafana login).
+    header, *rows = result.stdout.splitlines()[1:]
+    assert header.split() == ["name", "state", "health", "url", "detail"]
+    assert any(row.split()[:2] == ["grafana", "unavailable"]
+               and row.endswith("not available in the local runtime") for row in rows)
+    assert "Grafana" not in result.stdout and "grafana_admin_password" not in result.stdout
 
     status = local_lab.cli("status", "--json")
     assert status.returncode == 0, status.stderr
@@ -186,6 +193,26 @@ def test_a_plain_up_finds_the_local_lab_where_it_runs(local_lab):
     assert other.stderr.strip() == (
         "error: the lab is up on the local runtime: take it down first (`tradelab down`), "
         "then `tradelab up --runtime docker`")
+
+
+def test_every_url_status_prints_opens_a_page(local_lab):
+    """The URLs are those of the binaries running here (Debian's Prometheus serves its
+    alerts page at /classic/alerts, Prometheus 3 at /alerts); a server with no web UI
+    (Debian's Alertmanager) gets no URL, and its detail names the command instead."""
+    report = json.loads(local_lab.cli("status", "--json").stdout)
+    by_name = {s["name"]: s for s in report["services"]}
+    direct = requests.Session()
+    direct.trust_env = False  # straight to 127.0.0.1, whatever HTTP_PROXY says
+    for service in report["services"]:
+        if service["state"] == "running" and (service["url"] or "").startswith("http"):
+            assert direct.get(service["url"], timeout=5).status_code == 200, service
+    assert by_name["prometheus"]["url"].endswith("/alerts")
+    alertmanager = by_name["alertmanager"]
+    ui = direct.get(f"http://127.0.0.1:{local_lab.settings.ports.alertmanager}/script.js",
+                    timeout=5).status_code == 200
+    assert (alertmanager["url"] is not None) == ui, alertmanager
+    if not ui:
+        assert "no web UI in this build: `tradelab alerts`" in alertmanager["detail"]
 
 
 def test_orders_flow_then_chaos_failures_are_investigated(local_lab):
@@ -450,6 +477,31 @@ def test_down_after_a_killed_supervisord_stops_its_orphans(local_lab):
     assert lab_processes(local_lab) == []
     local_lab.up("after down of a killed supervisord")
     assert ready(local_lab.api)
+
+
+def test_down_volumes_removes_what_it_says_and_says_what_it_removed(local_lab):
+    root = local_lab.root
+    ledger = root / "state" / "load" / "run-x" / "attempted.jsonl"
+    if not ledger.parent.parent.is_dir():  # when no load ran before in this module
+        ledger.parent.mkdir(parents=True)
+        ledger.write_text("{}\n")
+    outside = postgres_data_dir(local_lab.lab).resolve()
+    result = local_lab.cli("down", "--volumes")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["lab is down (local runtime)", "removed the lab's data:"]
+    removed = "\n".join(lines[2:])
+    for path in (root / "data" / "postgres", root / "data" / "prometheus-data",
+                 root / "state" / "logs", root / "state" / "load"):
+        assert f"  {path}" in removed, (path, result.stdout)
+        assert not path.exists() and not path.is_symlink(), path
+    assert not (root / "data").exists()
+    assert not outside.exists()
+    assert (root / "tradelab.yaml").exists() and (root / "secrets").is_dir()  # not data
+
+    again = local_lab.cli("down", "--volumes")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == ["no lab is running", "there was no data to remove"]
 
 
 def test_lab_under_private_dir_keeps_cluster_outside(tmp_path):

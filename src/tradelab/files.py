@@ -1,7 +1,9 @@
-"""Writing a file so that a reader sees the old or the new content, never half of it.
+"""Writing a file so that a reader sees the old or the new content, never half of it;
+and deleting one so that the caller can say what went.
 
     write_atomic(lab.chaos_file, text)                      # 0644
     write_atomic(lab.secret_path("slack"), url, mode=0o600)  # private from the first byte
+    remove_path(lab.state_dir / "logs")                     # "/…/state/logs (9 files)" or None
 
 The temporary file is created next to the target with O_EXCL and mode 0600, under a
 name nobody else uses; only then is it given its final mode and renamed into place.
@@ -14,7 +16,22 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 from pathlib import Path
+
+
+def remove_path(path: Path) -> str | None:
+    """Delete a file, a symlink (not what it points to) or a directory tree; return what
+    went ("<path> (12 files)", "<path>"), or None when there was nothing there."""
+    path = Path(path)
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+        return str(path)
+    if not path.is_dir():
+        return None
+    files = sum(len(names) for _, _, names in os.walk(path))
+    shutil.rmtree(path)
+    return f"{path} ({files} file{'' if files == 1 else 's'})" if files else f"{path} (empty)"
 
 
 def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> None:

@@ -3,7 +3,7 @@
     report = up(settings, lab, "auto", without=["grafana"])   # UpReport(driver, services)
     status(settings, lab).as_dict()                           # services, chaos, alerts
     doctor(settings, lab).ok                                  # DoctorReport(runtime, checks)
-    down(settings, lab, volumes=True)                         # "docker", "local and docker", ...
+    down(settings, lab, volumes=True)                         # DownReport(runtime, removed)
     act(running_driver(settings, lab), "pause", "postgres")   # one primitive (a fault, a lever)
     wait_healthy(driver, "api", timeout_s=60)                 # after a lever: back in service?
 
@@ -18,14 +18,14 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from tradelab.alerts import AlertmanagerUnavailable, firing_alerts
 from tradelab.chaos_state import store_for
 from tradelab.errors import TradelabError
 from tradelab.faults import Action
-from tradelab.files import write_atomic
+from tradelab.files import remove_path, write_atomic
 from tradelab.host import port_free
 from tradelab.render import render_stack
 from tradelab.runtimes import docker_available
@@ -40,6 +40,7 @@ from tradelab.runtimes.base import (
 )
 from tradelab.runtimes.docker import DockerRuntime
 from tradelab.runtimes.local import LocalRuntime
+from tradelab.web_ui import web_page
 
 if TYPE_CHECKING:
     from tradelab.lab import Lab
@@ -131,7 +132,7 @@ def up(settings: Settings, lab: Lab, runtime: str | None = None,
     render_for(driver, settings, lab, names)
     check_ports(driver, settings, names)
     driver.preflight(names, build)
-    services = driver.up(names, build=build, timeout=timeout)
+    services = with_web_pages(driver.up(names, build=build, timeout=timeout))
     _remember_runtime(lab, driver.kind)
     return UpReport(driver, services)
 
@@ -160,10 +161,17 @@ def render_for(driver: Driver, settings: Settings, lab: Lab, names: list[str]) -
     render_stack(driver.stack.subset(names), settings, lab, driver.stack.rendered_dir)
 
 
+@dataclass
+class DownReport:
+    runtime: str  # the runtime(s) the lab was on; "none" when nothing ran
+    removed: list[str] = field(default_factory=list)  # what --volumes deleted
+
+
 def down(settings: Settings, lab: Lab, runtime: str | None = None,
-         volumes: bool = False) -> str:
-    """Take the lab down; return the runtime(s) it was on, or "none" when nothing ran
-    (not an error: there is nothing to do)."""
+         volumes: bool = False) -> DownReport:
+    """Take the lab down (runtime "none" when nothing ran: not an error, there is nothing
+    to do); with `volumes`, delete its data, the load ledgers that describe it included,
+    and report what went."""
     if runtime:
         driver = select_driver(settings, lab, runtime)
     else:
@@ -173,14 +181,20 @@ def down(settings: Settings, lab: Lab, runtime: str | None = None,
             if not volumes:
                 # A killed supervisord leaves its programs behind: they still go.
                 select_driver(settings, lab, RuntimeKind.LOCAL).down()
-                return "none"
+                return DownReport("none")
             # the data may be of either runtime: delete both kinds
             kinds = [RuntimeKind.LOCAL] + ([RuntimeKind.DOCKER] if docker_available() else [])
-            for kind in kinds:
-                select_driver(settings, lab, kind).down(volumes=True)
-            return " and ".join(kinds)
-    driver.down(volumes=volumes)
-    return driver.name
+            removed = [gone for kind in kinds
+                       for gone in select_driver(settings, lab, kind).down(volumes=True)]
+            return DownReport("none", removed + _remove_ledgers(lab))
+    removed = driver.down(volumes=volumes)
+    return DownReport(driver.name, removed + (_remove_ledgers(lab) if volumes else []))
+
+
+def _remove_ledgers(lab: Lab) -> list[str]:
+    """The load ledgers: they describe orders of the database just deleted."""
+    gone = remove_path(lab.state_dir / "load")
+    return [f"{gone}: the load ledgers"] if gone else []
 
 
 # -- the one port check --------------------------------------------------------------------
@@ -290,12 +304,25 @@ def status(settings: Settings, lab: Lab) -> StatusReport:
     if driver is None:
         last = remembered_runtime(lab)
         return StatusReport(str(last) if last else None, False, [], chaos, None)
-    services = driver.status()
+    services = with_web_pages(driver.status())
     return StatusReport(driver.name, True, services, chaos, _firing_alerts(settings, services))
 
 
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def with_web_pages(services: list[ServiceStatus]) -> list[ServiceStatus]:
+    """Each running service's URL made a page that opens on the binary actually running
+    (Debian's Prometheus: /classic/alerts), or none, saying why (tradelab.web_ui)."""
+    out = []
+    for service in services:
+        if service.url and service.state is ServiceState.RUNNING:
+            page = web_page(service.name, service.url)
+            service = replace(service, url=page.url,
+                              detail="; ".join(filter(None, (service.detail, page.note))))
+        out.append(service)
+    return out
 
 
 def _firing_alerts(settings: Settings, services: list[ServiceStatus]

@@ -57,12 +57,10 @@ def up_cli(
                 build, seconds)
     rt, statuses = report.driver, report.services
     typer.echo(f"lab {settings.project} is up ({rt.name} runtime, lab directory {lab.root})")
-    print_table([{"service": s.name, "state": s.state, "health": s.health, "url": s.url or ""}
-                 for s in statuses])
-    grafana = lab.secret_path("grafana_admin_password")
-    typer.echo(f"Grafana login: admin, password in {grafana}"
-               + ("" if any(s.name == "grafana" and s.state == "running" for s in statuses)
-                  else " (grafana not started)"))
+    print_services([s.as_dict() for s in statuses])
+    if any(s.name == "grafana" and s.state == "running" for s in statuses):
+        grafana = lab.secret_path("grafana_admin_password")
+        typer.echo(f"Grafana login: admin, password in {grafana}")
 
 
 def down_cli(
@@ -74,12 +72,17 @@ def down_cli(
     """Stop and remove the lab; its data stays unless --volumes."""
     from tradelab.orchestrator import down
 
-    name = down(settings_from(ctx), lab_from(ctx), runtime, volumes)
-    if name == "none":
-        typer.echo("no lab is running; nothing to do (data kept; delete it with --volumes)")
-        return
-    typer.echo(f"lab is down ({name} runtime)" + ("; data deleted" if volumes else
-                                                   "; data kept (delete it with --volumes)"))
+    report = down(settings_from(ctx), lab_from(ctx), runtime, volumes)
+    typer.echo("no lab is running" if report.runtime == "none"
+               else f"lab is down ({report.runtime} runtime)")
+    if not volumes:
+        typer.echo("data kept (delete it with --volumes)")
+    elif report.removed:
+        typer.echo("removed the lab's data:")
+        for gone in report.removed:
+            typer.echo(f"  {gone}")
+    else:
+        typer.echo("there was no data to remove")
 
 
 def status_cli(
@@ -102,8 +105,7 @@ def status_cli(
             typer.echo(f"chaos: {fault_names(chaos)} (nothing sees it until `tradelab up`)")
         return
     typer.echo(f"runtime: {report['runtime']}")
-    print_table([{k: s.get(k) or "" for k in ("name", "state", "health", "url", "detail")}
-                 for s in report["services"]])
+    print_services(report["services"])
     typer.echo("chaos: " + (fault_names(chaos) if chaos else "off"))
     alerts = report["alerts"]
     if alerts is None:
@@ -118,6 +120,12 @@ def fault_names(chaos: dict[str, dict]) -> str:
     """"exchange-errors (set by chaos.flag), engine-stall": every way a fault is on shows."""
     return ", ".join(name + (" (set by chaos.flag)" if chaos[name].get("source") == "flag"
                              else "") for name in sorted(chaos))
+
+
+def print_services(services: list[dict]) -> None:
+    """The one service table of `up` and `status`: what does not run says why (detail)."""
+    print_table([{k: s.get(k) or "" for k in ("name", "state", "health", "url", "detail")}
+                 for s in services])
 
 
 def logs_cli(

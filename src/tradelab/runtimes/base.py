@@ -114,8 +114,9 @@ class Driver(Protocol):
     def up(self, names: list[str], build: bool, timeout: float) -> list[ServiceStatus]:
         """Create and start what is missing or changed among `names`; wait until healthy."""
 
-    def down(self, volumes: bool = False) -> None:
-        """Stop and remove everything; keep data unless `volumes`."""
+    def down(self, volumes: bool = False) -> list[str]:
+        """Stop and remove everything; keep data unless `volumes`; return what data was
+        deleted (paths, volume names: what `down --volumes` prints)."""
 
     def status(self) -> list[ServiceStatus]:
         """Every service of the stack, running or not."""

@@ -391,8 +391,9 @@ class DockerRuntime:
     # -- down, status, logs, runtime faults ------------------------------------------------
 
     @_translated
-    def down(self, volumes: bool = False) -> None:
-        """Remove every container and the network; the data volumes too with `volumes`."""
+    def down(self, volumes: bool = False) -> list[str]:
+        """Remove every container and the network; the data volumes too with `volumes`
+        (returned: "volume NAME" for each one deleted)."""
         for container in self.containers():
             self.echo(f"removing {container.name}")
             _remove(container)
@@ -405,10 +406,13 @@ class DockerRuntime:
                 raise TradelabError(
                     f"cannot remove network {net.name}: {_explain(exc)} (a container outside "
                     f"the lab is attached: `docker network inspect {net.name}`)") from None
+        removed = []
         if volumes:
             for vol in self.client.volumes.list(filters=self._filters()):
                 self.echo(f"removing volume {vol.name}")
                 vol.remove(force=True)
+                removed.append(f"volume {vol.name}")
+        return removed
 
     @_translated
     def status(self) -> list[ServiceStatus]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from tradelab.errors import TradelabError
+from tradelab.files import remove_path
 from tradelab.host import pid_alive, process_tree
 from tradelab.runtimes import local_programs as lp
 from tradelab.runtimes.base import (
@@ -138,18 +138,30 @@ class LocalRuntime:
         self.echo(f"all services healthy in {time.monotonic() - started_at:.1f}s")
         return self.status()
 
-    def down(self, volumes: bool = False) -> None:
-        """Stop every program and supervisord; with `volumes`, delete the lab's data."""
+    def down(self, volumes: bool = False) -> list[str]:
+        """Stop every program and supervisord; with `volumes`, delete the lab's data and
+        the programs' logs. Return what was deleted (paths, with their file counts)."""
         if self.supervisor.pid() is not None:
             self.echo("stopping the local lab")
         self._stop_all()
-        if volumes:
-            directories = self.plan.directories
-            remove_postgres_data(self.lab)
-            for path in directories:
-                if path.is_relative_to(self.lab.data_dir):  # Prometheus TSDB, Alertmanager
-                    shutil.rmtree(path, ignore_errors=True)
-            self.echo(f"removed the lab's data in {self.lab.data_dir}")
+        return self._remove_data() if volumes else []
+
+    def _remove_data(self) -> list[str]:
+        """data/ (the database cluster, wherever it is kept; Prometheus TSDB; Alertmanager
+        state) and state/logs/; return what went."""
+        removed = []
+        cluster = self.lab.data_dir / "postgres"
+        if cluster.is_symlink():  # kept outside the lab (a lab under /root): both go
+            removed.append(f"{cluster} (the database cluster in {os.readlink(cluster)})")
+        elif cluster.is_dir():
+            removed.append(f"{cluster} (the database cluster)")
+        remove_postgres_data(self.lab)
+        if self.lab.data_dir.is_dir():
+            removed += [gone for entry in sorted(self.lab.data_dir.iterdir())
+                        if (gone := remove_path(entry))]
+            self.lab.data_dir.rmdir()
+        logs = remove_path(self.supervisor.logs_dir)
+        return removed + ([f"{logs}: the services' logs"] if logs else [])
 
     def is_up(self) -> bool:
         return self.supervisor.running()
