@@ -759,3 +759,99 @@ def test_memory_leak_in_the_api_tickets_before_the_limit_and_resolves(rule_files
     ]
     _resource_test(rule_files, tmp_path, _process_series(
         off + minutes(2), 15, {}, HEALTHY_CPU, {**HEALTHY_RESIDENT, "api": api}), checks)
+
+
+# -- lock contention, bad fills, retry storms, a venue that stops answering --------------
+
+def _fault_series(duration: float, step: float, fault: str, on: float, off: float):
+    """What the api and engine export around these faults: 10 POST /trades a second
+    (new orders, a few 503 retries found committed), 2 fills a second on each venue;
+    `fault` changes its part of them in [on, off)."""
+    times = [i * step for i in range(int(duration // step) + 1)]
+    api, engine = 'job="api",instance="api:8000"', 'job="engine",instance="engine:9101"'
+
+    def within(t):
+        return on <= t < off
+
+    def posts(t):  # a retry storm sends every order 4 times
+        return API_RATE * (4 if fault == "retry-storm" and within(t) else 1)
+
+    def replays(t):
+        return 3 * API_RATE if fault == "retry-storm" and within(t) else 0.01
+
+    def lock_timeouts(t):  # every write waits out its 2s lock_timeout
+        return API_RATE / 3 if fault == "db-lock-contention" and within(t) else 0.0
+
+    def venue(name, status):
+        def rate(t):
+            down = fault == "exchange-down" and name == "alpha" and within(t)
+            if status == "FAILED":
+                return 10.0 if down else 0.001  # a batch of 20 timed out every 2s
+            return 0.0 if down else 1.0
+        return rate
+
+    counters = {
+        f'tradelab_http_requests_total{{{api},method="POST",route="/trades",code="201"}}':
+            lambda t: API_RATE - lock_timeouts(t),
+        f'tradelab_http_requests_total{{{api},method="POST",route="/trades",code="200"}}':
+            replays,
+        f'tradelab_http_requests_total{{{api},method="POST",route="/trades",code="503"}}':
+            lock_timeouts,
+        f"tradelab_idempotent_replays_total{{{api}}}": replays,
+        f"tradelab_db_lock_timeouts_total{{{api}}}": lock_timeouts,
+        f"tradelab_db_lock_timeouts_total{{{engine}}}":
+            lambda t: 0.2 if fault == "db-lock-contention" and within(t) else 0.0,
+        f'tradelab_fills_outside_limit_total{{{engine},venue="alpha"}}':
+            lambda t: 0.5 if fault == "bad-fills" and within(t) else 0.0,
+    }
+    for name in ("alpha", "beta"):
+        for status in ("FILLED", "FAILED"):
+            counters[f'tradelab_venue_orders_total{{{engine},venue="{name}",'
+                     f'status="{status}"}}'] = venue(name, status)
+    out = []
+    for name, rate in counters.items():
+        total, values = 0.0, []
+        for t in times:
+            values.append(total)
+            total += rate(t) * step
+        out.append({"series": name, "values": " ".join(_num(v) for v in values)})
+    return out
+
+
+S4_ALERTS = ("DatabaseLockContention", "FillsOutsideLimit", "IdempotentReplaysHigh",
+             "VenueFailing")
+
+
+@pytest.mark.parametrize("fault, alertname, severity, labels, quiet_s, fires_within", [
+    ("db-lock-contention", "DatabaseLockContention", "page", {}, 30, minutes(2)),
+    ("bad-fills", "FillsOutsideLimit", "page", {}, 0, 30),
+    ("retry-storm", "IdempotentReplaysHigh", "ticket", {}, minutes(3), minutes(4)),
+    ("exchange-down", "VenueFailing", "page", {"venue": "alpha"}, 60, minutes(4)),
+])
+def test_each_fault_fires_its_own_alert_only_and_it_resolves(rule_files, tmp_path, fault,
+                                                             alertname, severity, labels,
+                                                             quiet_s, fires_within):
+    """Quiet before the fault and for `quiet_s` into it (the alert's `for:`), firing by
+    `fires_within`, none of the other three alerts meanwhile, resolved 12 minutes after
+    the fault ends (its 5 minute window forgotten)."""
+    on, off, duration, step = minutes(10), minutes(30), minutes(45), 15
+    firing = [alert(alertname, severity, **labels)]
+    checks = [Check(on - step, [], only=alertname), Check(on + fires_within, firing,
+                                                          only=alertname),
+              Check(off + minutes(12), [], only=alertname)]
+    if quiet_s:
+        checks.append(Check(on + quiet_s - step, [], only=alertname))
+    checks += [Check(on + fires_within, [], only=other) for other in S4_ALERTS
+               if other != alertname]
+    test = {
+        "rule_files": [str(p) for p in rule_files],
+        "evaluation_interval": f"{step}s",
+        "tests": [{"interval": f"{step}s",
+                   "input_series": _fault_series(duration, step, fault, on, off),
+                   "promql_expr_test": [_expr_test(c) for c in checks]}],
+    }
+    path = tmp_path / "faults.yml"
+    path.write_text(yaml.safe_dump(test, sort_keys=False, width=1 << 20))
+    result = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -30,13 +30,16 @@ if TYPE_CHECKING:
 def chaos_on(settings: Settings, lab: Lab, fault: str | None = None, rate: float | None = None,
              latency_ms: int | None = None, duration_s: float | None = None,
              venue: str | None = None, hidden: bool = False,
+             persist: bool = False,
              notice: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Turn a fault on (default: settings.chaos.default_fault); return its entry.
 
     Runtime faults are carried out through the running lab's driver first, and
     recorded only once that worked; with a duration, a detached process undoes
-    them when it ends (in-process faults simply expire). `hidden`: a drill's fault,
-    which reports show only as "a drill is running" (chaos_state.reported_faults).
+    them when it ends (in-process faults simply expire). A fault carried out by a
+    process of its own (Fault.process) is on once that process says it is ready.
+    `hidden`: a drill's fault, which reports show only as "a drill is running"
+    (chaos_state.reported_faults). `persist`: the fault outlives its record (retry-storm).
     `notice(line)` hears that an in-process fault was recorded for a lab that is down.
     """
     from tradelab.durations import parse_duration
@@ -57,7 +60,13 @@ def chaos_on(settings: Settings, lab: Lab, fault: str | None = None, rate: float
         check_runtime(spec, driver.kind)
         act(driver, _action(spec, "on"), _service(spec))
     entry = store.enable(name, rate=rate, latency_ms=latency_ms, duration_s=duration_s,
-                         venue=venue, hidden=hidden)
+                         venue=venue, hidden=hidden, persist=persist)
+    if spec.process is not None:
+        try:
+            _start_process(lab, store.path, spec.name, spec.process, entry["since"])
+        except TradelabError:
+            store.disable(name)
+            raise
     if spec.kind != "runtime" and notice and lab_driver(settings, lab) is None:
         notice(f"the lab is down: nothing will see {name} until `tradelab up`")
     if spec.kind == "runtime" and duration_s is not None:
@@ -157,6 +166,36 @@ def _action(spec: Fault, which: str) -> Action:
     if action is None:
         raise TradelabError(f"fault {spec.name} names no primitive to turn it {which}")
     return action
+
+
+PROCESS_READY_S = 20.0  # a lock waits for the writes in flight before it is granted
+
+
+def _start_process(lab: Lab, path: Path, fault: str, module: str, since: str) -> None:
+    """Start the fault's own detached process; return once it says "ready", else raise
+    with the last line it wrote. It ends by itself once the fault's record is gone."""
+    import select
+    import subprocess
+    import sys
+
+    log_file = path.parent / f"chaos-{fault}.log"
+    with open(log_file, "ab") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, "--lab-dir", str(lab.root), "--since", since],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+            start_new_session=True, env={**os.environ, "TRADELAB_CHAOS_FILE": str(path)})
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], PROCESS_READY_S)
+    line = proc.stdout.readline().strip() if ready else b""
+    proc.stdout.close()
+    if line == b"ready":
+        return
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    lines = [x for x in log_file.read_text(errors="replace").splitlines() if x.strip()]
+    why = lines[-1] if lines else f"no answer in {PROCESS_READY_S:g}s"
+    raise TradelabError(f"cannot turn {fault} on: {why} (log: {log_file})")
 
 
 def _schedule_off(lab: Lab, path: Path, fault: str, seconds: float, since: str) -> None:

@@ -34,7 +34,7 @@ class Fault:
     name: str
     kind: Literal["in-process", "runtime"]  # read from the chaos file | done by a driver
     description: str
-    params: tuple[str, ...] = ()  # which of rate / latency_ms / venue it takes
+    params: tuple[str, ...] = ()  # which of rate / latency_ms / venue / persist it takes
     service: str | None = None  # runtime faults: the service acted on ...
     on: Action | None = None  # ... the primitive that turns the fault on ...
     off: Action | None = None  # ... and the one that undoes it
@@ -47,6 +47,9 @@ class Fault:
     # An in-process fault that models a wedged process: a process started after the
     # fault went on does not have it, so `ops restart SERVICE` mitigates it.
     cleared_by_restart: bool = False
+    # A module run detached (`python -m MODULE --lab-dir L --since S`) that carries the
+    # fault out while it is on, and prints "ready" once it does (e.g. holds a lock).
+    process: str | None = None
 
     @property
     def runbook(self) -> str:
@@ -153,6 +156,38 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
           signal='up{job="engine"} == 0',
           alert="ScrapeTargetDown", runtimes=("docker",),
           mitigated_by=("ops restart engine",)),
+    # -- database locks, bad releases, clients and venues (issue 13) --------------------
+    Fault("db-lock-contention", "in-process",
+          "a session takes a SHARE lock on trades (as CREATE INDEX without CONCURRENTLY "
+          "does) and sits idle in its transaction; order inserts and fills wait behind it",
+          breaks="POST /trades waits out the lock timeout and answers 503; orders stay NEW",
+          signal="tradelab_db_lock_timeouts_total",
+          alert="DatabaseLockContention",
+          mitigated_by=("ops db sessions --kill PID",
+                        "ops db sessions --kill-idle-in-transaction"),
+          process="tradelab.app.lock_holder"),
+    Fault("bad-fills", "in-process",
+          "a bad release of the engine fills a share (--rate) of limit orders past their "
+          "limit price", ("rate",),
+          breaks="limit orders fill at prices the client refused; `tradelab verify` names them",
+          signal="tradelab_fills_outside_limit_total",
+          alert="FillsOutsideLimit",
+          mitigated_by=("ops halt",)),
+    Fault("retry-storm", "in-process",
+          "the load's clients send every order several times at once with its key; with "
+          "--persist they get stuck resending the order in flight, also after the fault "
+          "is off, until a 503 with Retry-After (`ops halt`) resets them", ("persist",),
+          breaks="POST /trades traffic multiplies; idempotency is tested under pressure",
+          signal="tradelab_idempotent_replays_total",
+          alert="IdempotentReplaysHigh",
+          mitigated_by=("ops halt", "ops resume")),
+    Fault("exchange-down", "in-process",
+          "a venue (--venue; default every venue) stops answering: each call waits out "
+          "trading.venue_timeout_ms and the order ends FAILED (EXCHANGE_TIMEOUT)", ("venue",),
+          breaks="orders sent to the venue end FAILED after a timeout; execution slows",
+          signal='tradelab_venue_orders_total{status="FAILED"}',
+          alert="VenueFailing",
+          mitigated_by=("ops route --venue OTHER",)),
 )}
 
 

@@ -265,8 +265,12 @@ def _start_local(settings: Settings, lab: Lab, options: LoadOptions,
     shape_file, _shape = SHAPES[options.profile]
     files = ",".join(str(LOADTEST_DIR / f) for f in (user_file, shape_file))
     common = [sys.executable, "-m", "locust", "-f", files, user_class]
+    from tradelab.chaos_state import chaos_file_from_env
+
     env = {**os.environ, LEDGER_DIR_ENV: str(ledger_root), RUN_ID_ENV: run_id,
-           "TRADELAB_SYMBOLS": "[" + ", ".join(settings.symbols) + "]", "PYTHONUNBUFFERED": "1"}
+           "TRADELAB_SYMBOLS": "[" + ", ".join(settings.symbols) + "]", "PYTHONUNBUFFERED": "1",
+           # the clients' own fault (retry-storm) is read from the lab's chaos file
+           "TRADELAB_CHAOS_FILE": str(chaos_file_from_env(lab))}
     master_cmd = [*common, "--host", host, "-u", str(options.users), "-r", f"{options.rate:g}",
                   "-t", f"{max(1, round(options.duration))}s", "--autostart",
                   "--autoquit", str(AUTOQUIT_S), "--web-host", "127.0.0.1",

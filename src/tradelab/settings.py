@@ -121,6 +121,9 @@ class TradingSettings(_Model):
     default_venue: str = "alpha"
     routes: dict[str, str] = Field(default_factory=dict)  # symbol -> venue
     max_price_age_s: float = Field(5.0, gt=0)  # older prices: the order is REJECTED
+    # A venue call waits this long for an answer, then the order is FAILED (EXCHANGE_TIMEOUT);
+    # the engine waits inside its batch's transaction, far below its 15 s watchdog.
+    venue_timeout_ms: float = Field(2000.0, gt=0, le=10_000)
     risk: RiskSettings = Field(default_factory=RiskSettings)
 
     @field_validator("venues")

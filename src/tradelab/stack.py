@@ -665,8 +665,10 @@ class _Builder:
             return (mount, vendor, Mount("bind", ledgers, LOAD_DIR_IN_CONTAINER)), folder, env
         from importlib import resources
 
-        # Local processes run next to this tradelab: its own prometheus_client is there.
+        # Local processes run next to this tradelab: its own prometheus_client is there,
+        # and its chaos state, for the clients' own fault (retry-storm).
         env["TRADELAB_LOAD_LEDGER_DIR"] = ledgers
+        env["TRADELAB_CHAOS_FILE"] = str(self.lab.chaos_file)
         return (), str(resources.files("tradelab") / "loadtest"), env
 
     def locust_master(self) -> Service:

@@ -220,6 +220,10 @@ class ApiState:
                 yield conn
         except (PoolTimeout, TooManyRequests, psycopg.OperationalError,
                 psycopg.errors.QueryCanceled) as exc:
+            if isinstance(exc, psycopg.errors.LockNotAvailable):  # another session's lock
+                from tradelab.app.api_metrics import api_metrics
+
+                api_metrics(self.settings.slo.latency_threshold_s).lock_timeouts.inc()
             raise DatabaseUnavailable(str(exc).splitlines()[0] if str(exc) else
                                       type(exc).__name__) from exc
 
@@ -339,6 +343,7 @@ def _register_routes(app, state: ApiState) -> None:
                                               "quantity": trade["quantity"]})
             return _json(_trade_out(trade), 201, {"Location": f"/trades/{trade['id']}"})
         if trade["request_hash"] == req_hash:
+            metrics.replays.inc()
             log.info("trade replayed", extra={"event": "trade_replayed", **ids})
             return _json(_trade_out(trade), 200, {"Location": f"/trades/{trade['id']}"})
         log.info("client_order_id reused for another order",

@@ -35,6 +35,8 @@ class ApiMetrics:
     pool_size: Any
     pool_available: Any
     pool_waiting: Any
+    replays: Any  # POST /trades answered with the trade its key already made (a 200)
+    lock_timeouts: Any
 
     def observe_pool(self, stats: dict[str, int]) -> None:
         """Record this worker's pool stats (summed over live workers at scrape)."""
@@ -76,6 +78,11 @@ def _create(latency_threshold_s: float) -> ApiMetrics:
         pool_waiting=Gauge("tradelab_db_pool_waiting",
                            "Requests waiting for a database connection",
                            multiprocess_mode="livesum"),
+        replays=Counter("tradelab_idempotent_replays_total",
+                        "Orders sent again with a key already stored (answered 200, "
+                        "nothing new stored)"),
+        lock_timeouts=Counter("tradelab_db_lock_timeouts_total",
+                              "Statements that gave up waiting for a lock (lock_timeout)"),
     )
 
 

@@ -47,6 +47,7 @@ from tradelab.db.watchdog import Watchdog
 from tradelab.errors import TradelabError
 from tradelab.host import parse_bind
 from tradelab.levers_state import ALL, LEVERS_FILE, LeverReader
+from tradelab.trade_invariants import fill_problem
 
 log = logging.getLogger("tradelab.engine")
 
@@ -153,6 +154,12 @@ class EngineMetrics:
                                        ["symbol", "venue"], registry=r)
         for reason in (*risk.REASONS, risk.STALE_REASON):
             self.risk_rejections.labels(reason=reason)
+        self.fills_outside_limit = Counter(
+            "tradelab_fills_outside_limit", "Fills past their order's limit price (the "
+            "post-trade check; a healthy venue never does it), by venue", ["venue"], registry=r)
+        self.lock_timeouts = Counter(
+            "tradelab_db_lock_timeouts", "Statements that gave up waiting for a lock "
+            "(lock_timeout)", registry=r)
         if chaos is not None:
             r.register(ChaosCollector(chaos))
 
@@ -161,6 +168,7 @@ class EngineMetrics:
         for venue in engine.venues.names:
             for status in STATUSES:
                 self.venue_orders.labels(venue=venue, status=status)
+            self.fills_outside_limit.labels(venue=venue)
         self.registry.register(TradingCollector(engine))
 
 
@@ -251,6 +259,7 @@ class Engine:
                 self.metrics.risk_rejections.labels(reason=outcome.reason).inc()
             else:
                 self.metrics.venue_orders.labels(venue=venue, status=outcome.status).inc()
+            self._check_fill(row, outcome, venue)
             level = logging.WARNING if outcome.status == "FAILED" else logging.INFO
             log.log(level, f"trade {row[0]} {outcome.status}: {outcome.message}", extra={
                 "event": _EVENT_NAME[outcome.status], "trade_id": row[0],
@@ -259,6 +268,16 @@ class Engine:
                 "latency_ms": round(outcome.latency_s * 1000, 1),
             })
         return len(results)
+
+    def _check_fill(self, row: tuple, outcome: Outcome, venue: str) -> None:
+        """The post-trade check: a fill past the order's limit is counted and logged."""
+        problem = fill_problem({"status": outcome.status, "side": row[3],
+                                "limit_price": row[5], "fill_price": _money(outcome.fill_price)})
+        if problem is not None:
+            self.metrics.fills_outside_limit.labels(venue=venue).inc()
+            log.error(f"trade {row[0]}: {problem}", extra={
+                "event": "fill_outside_limit", "trade_id": row[0], "client_order_id": row[1],
+                "venue": venue})
 
     def _decide(self, conn, rows: list[tuple], active: dict[str, Any]
                 ) -> list[tuple[tuple, Outcome, str]]:
@@ -479,7 +498,12 @@ class _DbScope:
             return False
         if issubclass(exc_type, psycopg.Error):
             self.engine.close()
-            if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+            if isinstance(exc, psycopg.errors.LockNotAvailable):
+                # The database answered: another session holds a lock this work needs.
+                self.engine.metrics.lock_timeouts.inc()
+                log.error(f"database lock wait timed out: {str(exc).strip().splitlines()[0]}",
+                          extra={"event": "db_lock_timeout"})
+            elif isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
                 self.engine._mark_db(False, exc)
             else:  # e.g. schema not migrated yet: say so, keep trying
                 log.error(f"database error: {str(exc).strip().splitlines()[0]}",

@@ -34,7 +34,8 @@ VOLATILITY = 0.0004  # per sqrt(second): about 2.4% an hour, 11% a day
 MEAN_REVERSION = 1 / 3600  # per second, so a long-running lab never drifts to absurd prices
 LIMIT_REACH = 0.01  # a limit within 1% beyond the market is reached; further is not
 MAX_LIQUIDITY = 250_000  # shares per order the book can absorb
-TIMEOUT_MS = 2000  # the exchange gives up after this
+TIMEOUT_MS = 2000  # the engine gives up on a venue after this (trading.venue_timeout_ms)
+BAD_FILL_SLIP = 0.005  # bad-fills: how far past its limit a bad release fills an order
 MIN_PRICE = 0.0001  # the smallest price the trades table stores (numeric(18, 4)), never 0
 
 
@@ -92,8 +93,9 @@ def start_price(symbol: str) -> float:
 class SimulatedExchange:
     def __init__(self, symbols: list[str], latency_ms: tuple[float, float] = (5.0, 30.0),
                  baseline_failure_rate: float = 0.0005, rng: random.Random | None = None,
-                 clock=time.monotonic) -> None:
+                 clock=time.monotonic, timeout_ms: float = TIMEOUT_MS) -> None:
         self.rng = rng or random.Random()
+        self.timeout_ms = timeout_ms
         self.latency_ms = (min(latency_ms), max(latency_ms))
         self.baseline_failure_rate = baseline_failure_rate
         self._clock = clock
@@ -124,30 +126,40 @@ class SimulatedExchange:
         if slow is not None and slow.latency_ms:
             latency_ms += slow.latency_ms
 
-        def outcome(status, reason, message, fill=None, latency=min(latency_ms, TIMEOUT_MS)):
-            # Never longer than the exchange's timeout: the engine waits this long
+        timeout_ms = self.timeout_ms
+
+        def outcome(status, reason, message, fill=None, latency=min(latency_ms, timeout_ms)):
+            # Never longer than the venue timeout: the engine waits this long
             # inside its transaction, holding the batch's row locks.
             return Outcome(status, reason, message, fill, market, latency / 1000)
 
+        no_answer = f"no answer from the exchange within {timeout_ms:g} ms"
+        if chaos.get("exchange-down") is not None:  # it stops answering: a timeout, no error
+            return outcome("FAILED", "EXCHANGE_TIMEOUT", no_answer, latency=timeout_ms)
         errors = chaos.get("exchange-errors")
         if errors is not None and errors.rate and self.rng.random() < errors.rate:
             return outcome("FAILED", "EXCHANGE_CONNECTION_FAILED", CHAOS_MESSAGE)
-        if latency_ms > TIMEOUT_MS:
-            return outcome("FAILED", "EXCHANGE_TIMEOUT",
-                           f"no answer from the exchange within {TIMEOUT_MS} ms",
-                           latency=TIMEOUT_MS)
+        if latency_ms > timeout_ms:
+            return outcome("FAILED", "EXCHANGE_TIMEOUT", no_answer, latency=timeout_ms)
         if self.rng.random() < self.baseline_failure_rate:
             if self.rng.random() < 0.5:
                 return outcome("FAILED", "EXCHANGE_CONNECTION_FAILED",
                                "connection reset by exchange")
-            return outcome("FAILED", "EXCHANGE_TIMEOUT",
-                           f"no answer from the exchange within {TIMEOUT_MS} ms",
-                           latency=TIMEOUT_MS)
+            return outcome("FAILED", "EXCHANGE_TIMEOUT", no_answer, latency=timeout_ms)
 
         if order.quantity > MAX_LIQUIDITY:
             return outcome("REJECTED", "INSUFFICIENT_LIQUIDITY",
                            f"quantity {order.quantity} exceeds the {MAX_LIQUIDITY} shares "
                            "the book can fill")
+        bad = chaos.get("bad-fills")
+        if (bad is not None and order.limit_price is not None
+                and self.rng.random() < (1.0 if bad.rate is None else bad.rate)):
+            # The bad release ignores the limit, and says it filled as usual.
+            limit = float(order.limit_price)
+            price = (max(market, limit) * (1 + BAD_FILL_SLIP) if order.side == "BUY"
+                     else min(market, limit) * (1 - BAD_FILL_SLIP))
+            return outcome("FILLED", "LIMIT_ORDER_FILLED", "filled at market",
+                           max(MIN_PRICE, round(price, 4)))
         if order.limit_price is None:
             return outcome("FILLED", "MARKET_ORDER_FILLED", "filled at market", market)
         limit = float(order.limit_price)

@@ -46,7 +46,8 @@ class Venues:
             name: SimulatedExchange(
                 symbols, tuple(v.latency_ms or engine.exchange_latency_ms),
                 engine.baseline_failure_rate if v.baseline_failure_rate is None
-                else v.baseline_failure_rate, rng=self.rng, clock=clock)
+                else v.baseline_failure_rate, rng=self.rng, clock=clock,
+                timeout_ms=trading.venue_timeout_ms)
             for name, v in trading.venues.items()
         }
         self.symbols = list(symbols)

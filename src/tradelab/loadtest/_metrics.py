@@ -79,7 +79,8 @@ class LocustCollector:
 
         yield _family(CounterMetricFamily, "tradelab_load_orders",
                        "Orders by outcome: attempted (sent with a new client_order_id), "
-                       "acknowledged (201/200), retried (a 503 retried with the same key).",
+                       "acknowledged (201/200), retried (a 503 retried with the same key), "
+                       "resent (sent again at once with its key: the retry-storm fault).",
                        ["outcome"], [((k,), v) for k, v in sorted(COUNTERS.orders.items())])
         yield _family(CounterMetricFamily, "tradelab_load_responses",
                        "Responses by status code (0: no response).",

@@ -7,6 +7,14 @@ Each order goes into the run's ledger as attempted (with its body) before it is 
 as acknowledged once the API answers 201 (or 200: a replay of the same key found it
 committed), and as unanswered when its last try got no answer or an error. A run's
 ledger is closed once the run has stopped and its last order in flight is through.
+
+While the retry-storm fault is on (the lab's chaos file, $TRADELAB_CHAOS_FILE), each
+order is sent STORM_COPIES times at once with its one key, like a client whose retry
+loop has run away; every answer with a trade id is an acknowledgement in the ledger, so
+`tradelab verify` sees a duplicate if the API ever stored or answered two trades. With
+--persist a user that saw the storm is stuck in its retry loop: it resends the order it
+has in flight again and again, also after the fault is off, until a 503 with
+Retry-After (`tradelab ops halt`) makes it back off and start afresh.
 COUNTERS holds this process's tallies for /metrics; workers send theirs to the
 master with every stats report (see _hooks).
 """
@@ -25,6 +33,9 @@ from _ledger import LEDGER_DIR_ENV, Ledger, is_safe_run_id
 log = logging.getLogger("tradelab.load")
 
 MAX_ATTEMPTS = 5
+STORM_COPIES = 4  # retry-storm: sends of each order, all at once, with its one key
+STORM_FAULT = "retry-storm"
+STUCK_PAUSE_S = 0.1  # retry-storm --persist: between two resends of the order in flight
 MAX_RETRY_AFTER_S = 30.0
 # The defaults of tradelab's `symbols` setting; `tradelab load` passes the lab's own.
 DEFAULT_SYMBOLS = ("AAPL", "MSFT", "GOOGL", "AMZN", "NVDA", "TSLA", "JPM")
@@ -37,7 +48,7 @@ class Counters:
         self.clear()
 
     def clear(self) -> None:
-        self.orders = {"attempted": 0, "acknowledged": 0, "retried": 0}
+        self.orders = {"attempted": 0, "acknowledged": 0, "retried": 0, "resent": 0}
         self.responses: dict[tuple[str, str, str], int] = {}
 
     def response(self, method: str, name: str, code: int) -> None:
@@ -155,6 +166,72 @@ def _send(user, order: dict, ledger: Ledger | None) -> int | None:
     if ledger:
         ledger.attempted(order)
     COUNTERS.orders["attempted"] += 1
+    copies = [gevent.spawn(_resend, user, order, ledger)
+              for _ in range(storm_copies(user) - 1)]
+    try:
+        trade_id = _send_until_answered(user, order, ledger, key)
+    finally:
+        gevent.joinall(copies)
+    while getattr(user, "tradelab_storm_persists", False) and not _stopping(user):
+        _resend(user, order, ledger)  # stuck in its retry loop; a Retry-After ends it
+        gevent.sleep(STUCK_PAUSE_S)
+    return trade_id
+
+
+def _resend(user, order: dict, ledger: Ledger | None) -> None:
+    """One more send of `order` with its key (a retry storm); a trade id is an ack."""
+    COUNTERS.orders["resent"] += 1
+    with user.client.post("/trades", json=order, name="/trades",
+                          catch_response=True) as resp:
+        if resp.status_code == 503:
+            _back_off(user, resp)
+        if resp.status_code not in (200, 201):
+            resp.failure(_describe(resp))
+            return
+        try:
+            trade_id = int(resp.json()["id"])
+        except (ValueError, KeyError, TypeError):
+            resp.failure(f"{resp.status_code} without a trade id in the body")
+            return
+        resp.success()
+        if ledger:
+            ledger.acknowledged(order["client_order_id"], trade_id, resp.status_code)
+
+
+def storm_copies(user) -> int:
+    """How many times to send the next order: STORM_COPIES in a retry storm, else 1."""
+    fault = _storm()
+    if fault is not None and fault.persist:
+        user.tradelab_storm_persists = True
+    if fault is not None or getattr(user, "tradelab_storm_persists", False):
+        return STORM_COPIES
+    return 1
+
+
+def _back_off(user, resp) -> None:
+    """A 503 with Retry-After: the server asks clients to back off; a persisting storm
+    ends there (the client's retry loop starts afresh)."""
+    if resp.headers.get("Retry-After"):
+        user.tradelab_storm_persists = False
+
+
+_storm_reader = None
+
+
+def _storm():
+    """The retry-storm fault if it is on (None without a chaos file or tradelab)."""
+    global _storm_reader
+    if _storm_reader is None:
+        path = os.environ.get("TRADELAB_CHAOS_FILE")
+        try:
+            from tradelab.chaos_state import ChaosReader
+        except ImportError:  # a Locust image without tradelab: no chaos for the clients
+            path = None
+        _storm_reader = ChaosReader(path) if path else False
+    return _storm_reader.get(STORM_FAULT) if _storm_reader else None
+
+
+def _send_until_answered(user, order: dict, ledger: Ledger | None, key: str) -> int | None:
     for attempt in range(1, MAX_ATTEMPTS + 1):
         with user.client.post("/trades", json=order, name="/trades",
                               catch_response=True) as resp:
@@ -172,6 +249,8 @@ def _send(user, order: dict, ledger: Ledger | None) -> int | None:
                     ledger.acknowledged(key, trade_id, code)
                 COUNTERS.orders["acknowledged"] += 1
                 return trade_id
+            if code == 503:
+                _back_off(user, resp)
             if code != 503 or attempt == MAX_ATTEMPTS or _stopping(user):
                 resp.failure(_describe(resp))
                 if ledger:
