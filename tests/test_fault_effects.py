@@ -161,7 +161,7 @@ def test_a_retry_storm_duplicates_nothing_persists_past_off_and_a_halt_ends_it(d
         assert runner.invoke(_app(), ["chaos", "on", "retry-storm"]).exit_code == 0
         load = subprocess.Popen(
             [sys.executable, "-m", "tradelab", "load", "--host", url, "--users", "4",
-             "--spawn-rate", "4", "--duration", "14s", "--fail-ratio", "1", "--json"],
+             "--spawn-rate", "4", "--duration", "18s", "--fail-ratio", "1", "--json"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         _wait_for(lambda: any(p.stat().st_size for p in
                               (lab_dir / "state" / "load").glob("*/*.jsonl")),
