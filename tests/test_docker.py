@@ -69,6 +69,7 @@ def test_up_brings_every_service_to_healthy(docker_lab):
     assert by_name["grafana"]["state"] == "missing"
     assert by_name["api"]["url"] == docker_lab.api
     assert by_name["prometheus"]["url"].startswith("http://127.0.0.1:")
+    assert by_name["prometheus"]["url"].endswith("/alerts")  # the page this build serves
 
 
 def test_orders_flow_and_the_engine_fills_them(docker_lab):
@@ -336,8 +337,15 @@ def test_down_then_up_keeps_the_data(docker_lab):
 
 
 def test_down_volumes_leaves_nothing(docker_lab):
-    docker_lab.run("down", "--volumes")
+    ledgers = docker_lab.root / "state" / "load"
+    had_ledgers = ledgers.is_dir()
+    result = docker_lab.run("down", "--volumes")
     assert docker_lab.leftovers() == {"containers": [], "volumes": [], "networks": []}
+    # It says what it removed: each volume, and the load ledgers of the deleted database.
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["lab is down (docker runtime)", "removed the lab's data:"], lines
+    assert any(line.startswith(f"  volume {docker_lab.project}") for line in lines[2:]), lines
+    assert (f"  {ledgers} (" in result.stdout) == had_ledgers and not ledgers.exists()
     report = docker_lab.status()
     assert (report["up"], report["runtime"], report["services"]) == (False, "docker", [])
 
