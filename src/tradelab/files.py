@@ -29,9 +29,15 @@ def remove_path(path: Path) -> str | None:
         return str(path)
     if not path.is_dir():
         return None
-    files = sum(len(names) for _, _, names in os.walk(path))
+    files = count_files(path)
     shutil.rmtree(path)
-    return f"{path} ({files} file{'' if files == 1 else 's'})" if files else f"{path} (empty)"
+    return f"{path} ({files})"
+
+
+def count_files(path: Path) -> str:
+    """"12 files", "1 file" or "empty": the files under a directory, at any depth."""
+    files = sum(len(names) for _, _, names in os.walk(path))
+    return f"{files} file{'' if files == 1 else 's'}" if files else "empty"
 
 
 def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> None:

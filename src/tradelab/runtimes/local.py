@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from tradelab.errors import TradelabError
-from tradelab.files import remove_path
+from tradelab.files import count_files, remove_path
 from tradelab.host import pid_alive, process_tree
 from tradelab.runtimes import local_programs as lp
 from tradelab.runtimes.base import (
@@ -151,10 +151,9 @@ class LocalRuntime:
         state) and state/logs/; return what went."""
         removed = []
         cluster = self.lab.data_dir / "postgres"
-        if cluster.is_symlink():  # kept outside the lab (a lab under /root): both go
-            removed.append(f"{cluster} (the database cluster in {os.readlink(cluster)})")
-        elif cluster.is_dir():
-            removed.append(f"{cluster} (the database cluster)")
+        if cluster.is_dir():  # kept outside the lab (a lab under /root): both go
+            where = f" in {os.readlink(cluster)}" if cluster.is_symlink() else ""
+            removed.append(f"{cluster} (the database cluster{where}, {count_files(cluster)})")
         remove_postgres_data(self.lab)
         if self.lab.data_dir.is_dir():
             removed += [gone for entry in sorted(self.lab.data_dir.iterdir())
