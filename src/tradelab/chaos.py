@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 def chaos_on(settings: Settings, lab: Lab, fault: str | None = None, rate: float | None = None,
              latency_ms: int | None = None, duration_s: float | None = None,
              venue: str | None = None, hidden: bool = False,
-             persist: bool = False,
+             persists: bool = False,
              notice: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Turn a fault on (default: settings.chaos.default_fault); return its entry.
 
@@ -39,7 +39,7 @@ def chaos_on(settings: Settings, lab: Lab, fault: str | None = None, rate: float
     them when it ends (in-process faults simply expire). A fault carried out by a
     process of its own (Fault.process) is on once that process says it is ready.
     `hidden`: a drill's fault, which reports show only as "a drill is running"
-    (chaos_state.reported_faults). `persist`: the fault outlives its record (retry-storm).
+    (chaos_state.reported_faults). `persists`: the fault outlives its trigger (retry-storm).
     `notice(line)` hears that an in-process fault was recorded for a lab that is down.
     """
     from tradelab.durations import parse_duration
@@ -60,7 +60,7 @@ def chaos_on(settings: Settings, lab: Lab, fault: str | None = None, rate: float
         check_runtime(spec, driver.kind)
         act(driver, _action(spec, "on"), _service(spec))
     entry = store.enable(name, rate=rate, latency_ms=latency_ms, duration_s=duration_s,
-                         venue=venue, hidden=hidden, persist=persist)
+                         venue=venue, hidden=hidden, persists=persists)
     if spec.process is not None:
         try:
             _start_process(lab, store.path, spec.name, spec.process, entry["since"])

@@ -61,7 +61,7 @@ class ActiveFault:
     source: str = "file"  # "file" | "flag"
     venue: str | None = None  # exchange faults: the one venue hit (None: every venue)
     hidden: bool = False  # injected by a drill: reports say a drill runs, not which fault
-    persist: bool = False  # retry-storm: its effect outlives the record (see tradelab.faults)
+    persists: bool = False  # retry-storm: its effect outlives its trigger (tradelab.faults)
 
     def remaining_s(self, now: datetime | None = None) -> float | None:
         if self.until is None:
@@ -79,7 +79,7 @@ class ActiveFault:
             "remaining_s": None if (left := self.remaining_s()) is None else round(left, 1),
             "source": self.source,
             "venue": self.venue,
-            "persist": self.persist,
+            "persists": self.persists,
         }
 
 
@@ -158,12 +158,12 @@ class ChaosStore:
 
     def enable(self, fault: str, rate: float | None = None, latency_ms: int | None = None,
                duration_s: float | None = None, venue: str | None = None,
-               hidden: bool = False, persist: bool = False) -> dict[str, Any]:
+               hidden: bool = False, persists: bool = False) -> dict[str, Any]:
         """Turn `fault` on (replacing its previous entry); return the new entry."""
         spec = check_fault(fault)
         if venue is not None and "venue" not in spec.params:
             raise TradelabError(f"fault {fault} takes no --venue")
-        if persist and "persist" not in spec.params:
+        if persists and "persist" not in spec.params:
             raise TradelabError(f"fault {fault} takes no --persist")
         if rate is not None and "rate" not in spec.params:
             raise TradelabError(f"fault {fault} takes no --rate")
@@ -193,8 +193,8 @@ class ChaosStore:
             entry["until"] = _iso(now + timedelta(seconds=duration_s))
         if hidden:
             entry["hidden"] = True
-        if persist:
-            entry["persist"] = True
+        if persists:
+            entry["persists"] = True
         with locked(self.path, "chaos state"):
             faults = self._kept(self._load_or_empty())
             faults[fault] = entry
@@ -363,7 +363,7 @@ def parse_entry(name: str, entry: dict[str, Any]) -> ActiveFault | None:
             until=_parse_time(entry.get("until")),
             venue=entry.get("venue") if isinstance(entry.get("venue"), str) else None,
             hidden=entry.get("hidden") is True,
-            persist=entry.get("persist") is True,
+            persists=entry.get("persists") is True,
         )
     except (TypeError, ValueError, OverflowError):
         return None

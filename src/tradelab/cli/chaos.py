@@ -41,7 +41,7 @@ def on_cli(
     venue: Annotated[str | None, typer.Option(
         "--venue", help="Only this venue (exchange and market-data faults).",
         show_default=False)] = None,
-    persist: Annotated[bool, typer.Option(
+    persists: Annotated[bool, typer.Option(
         "--persist", help="Its effect outlives `chaos off` until a lever ends it "
                           "(retry-storm).")] = False,
 ) -> None:
@@ -53,7 +53,7 @@ def on_cli(
     settings = settings_from(ctx)
     name = fault or settings.chaos.default_fault
     entry = chaos_on(settings, lab_from(ctx), name, rate=rate, latency_ms=latency_ms,
-                     duration_s=seconds, venue=venue, persist=persist,
+                     duration_s=seconds, venue=venue, persists=persists,
                      notice=lambda line: typer.echo(f"warning: {line}", err=True))
     typer.echo(f"chaos on: {name}{_params(entry)}"
                + (f" for {format_duration(seconds)}" if seconds else " until `tradelab chaos off`"))
@@ -153,7 +153,7 @@ def _params(entry: dict) -> str:
         parts.append(f"latency {entry['latency_ms']} ms")
     if entry.get("venue") is not None:
         parts.append(f"venue {entry['venue']}")
-    if entry.get("persist"):
+    if entry.get("persists"):
         parts.append("persists after off")
     return f" ({', '.join(parts)})" if parts else ""
 

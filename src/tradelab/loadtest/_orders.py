@@ -201,7 +201,7 @@ def _resend(user, order: dict, ledger: Ledger | None) -> None:
 def storm_copies(user) -> int:
     """How many times to send the next order: STORM_COPIES in a retry storm, else 1."""
     fault = _storm()
-    if fault is not None and fault.persist:
+    if fault is not None and fault.persists:
         user.tradelab_storm_persists = True
     if fault is not None or getattr(user, "tradelab_storm_persists", False):
         return STORM_COPIES
