@@ -570,9 +570,11 @@ def test_pool_exhaustion_pages_as_database_pool_exhausted(rule_files, tmp_path):
 
 # -- trading operations: venues, market data, risk, halts -------------------------------
 
-def _trading_series(duration: float, step: float, fault: str, on: float, off: float):
+def _trading_series(duration: float, step: float, fault: str, on: float, off: float,
+                    routed_to: str = "alpha"):
     """The engine's trading series over time: 2 orders/s split over two venues, fresh
-    market data, no halt, a few risk rejections; `fault` changes one of them in [on, off)."""
+    market data, AAPL routed to `routed_to`, no halt, a few risk rejections; `fault`
+    changes one of them in [on, off)."""
     times = [i * step for i in range(int(duration // step) + 1)]
     engine = 'job="engine",instance="engine:9101"'
 
@@ -600,6 +602,9 @@ def _trading_series(duration: float, step: float, fault: str, on: float, off: fl
              else 0.25) for v in ("alpha", "beta")}
     gauges[f'tradelab_trading_halted{{{engine},symbol="ALL"}}'] = \
         lambda t: 1.0 if fault == "halt" and within(t) else 0.0
+    for v in ("alpha", "beta"):
+        gauges[f'tradelab_route{{{engine},symbol="AAPL",venue="{v}"}}'] = \
+            lambda t, v=v: 1.0 if v == routed_to else 0.0
     out = []
     for name, rate in counters.items():
         total, values = 0.0, []
@@ -639,6 +644,28 @@ def test_trading_alerts_fire_for_their_fault_only_and_resolve(rule_files, tmp_pa
                    ]}],
     }
     path = tmp_path / "trading.yml"
+    path.write_text(yaml.safe_dump(test, sort_keys=False, width=1 << 20))
+    result = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_stale_market_data_of_a_venue_nothing_is_routed_to_does_not_page(rule_files, tmp_path):
+    """After `ops route --venue beta`, alpha's feed may stay stale: no order sees it, so
+    MarketDataStale must not page (the failover is the mitigation)."""
+    on, off, duration, step = minutes(10), minutes(40), minutes(60), 15
+    test = {
+        "rule_files": [str(p) for p in rule_files],
+        "evaluation_interval": f"{step}s",
+        "tests": [{"interval": f"{step}s",
+                   "input_series": _trading_series(duration, step, "stale", on, off,
+                                                   routed_to="beta"),
+                   "promql_expr_test": [
+                       _expr_test(Check(on + minutes(5), [], only="MarketDataStale")),
+                       _expr_test(Check(on + minutes(20), [], only="MarketDataStale")),
+                   ]}],
+    }
+    path = tmp_path / "unrouted.yml"
     path.write_text(yaml.safe_dump(test, sort_keys=False, width=1 << 20))
     result = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True,
                             text=True, timeout=300)

@@ -78,3 +78,21 @@ def test_the_wheel_ships_the_runbooks(tmp_path):
     with zipfile.ZipFile(wheel) as zf:
         shipped = zf.read("tradelab/docs/runbooks.md").decode()
     assert shipped == (ROOT / "docs" / "runbooks.md").read_text()
+
+
+def _mitigate_paragraph(text: str, alert: str) -> str:
+    section = text.split(f"\n## {alert}\n", 1)[1].split("\n## ", 1)[0]
+    return " ".join(section.split("**Mitigate.**", 1)[1].split())  # one line: wraps vary
+
+
+def test_each_faults_runbook_names_its_levers_and_not_chaos_off():
+    """What pages for a fault says how an operator mitigates it: the catalogue's levers
+    (tradelab.faults), never `chaos off`, which nobody has at work."""
+    from tradelab.faults import FAULTS
+
+    text = (ROOT / "docs" / "runbooks.md").read_text()
+    for fault in FAULTS.values():
+        mitigate = _mitigate_paragraph(text, fault.alert)
+        for lever in fault.mitigated_by:
+            assert f"tradelab {lever}" in mitigate, (fault.name, fault.alert, lever)
+        assert "chaos off" not in mitigate, (fault.name, fault.alert)
