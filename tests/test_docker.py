@@ -298,6 +298,30 @@ def test_ops_restart_comes_back_healthy_and_loses_no_order(docker_lab):
     restart_loses_no_order(cli, docker_lab.api, docker_lab.root)
 
 
+def test_a_killed_service_is_mitigated_by_ops_restart_not_chaos_off(docker_lab):
+    """kill-engine and kill-api (a killed container stays down on Docker): the
+    catalogue's lever brings each back; an order acknowledged meanwhile is executed."""
+    for fault, service in (("kill-engine", "engine"), ("kill-api", "api")):
+        docker_lab.run("chaos", "on", fault, "--for", "5m")
+        try:
+            state = {s["name"]: s for s in docker_lab.status()["services"]}[service]["state"]
+            assert state == "exited", (fault, state)
+            acknowledged = order(docker_lab, f"{fault}-{uuid.uuid4().hex[:8]}") \
+                if service == "engine" else None
+            out = json.loads(docker_lab.run("ops", "restart", service, "--json").stdout)
+            assert (out["after"], out["health"]) == ("running", "healthy"), out
+            if acknowledged is not None:
+                assert acknowledged.status_code == 201, acknowledged.text
+                trade = acknowledged.json()["id"]
+                until("the order acknowledged while the engine was down to execute",
+                      lambda trade=trade: requests.get(
+                          f"{docker_lab.api}/trades/{trade}", timeout=5).json()["status"]
+                      != "NEW", timeout=60)
+            assert requests.get(f"{docker_lab.api}/readyz", timeout=5).status_code == 200
+        finally:
+            docker_lab.run("chaos", "off", ok=False)
+
+
 def test_second_up_changes_nothing(docker_lab):
     # A first `up` takes in any change to the package since the lab came up (in a
     # shared work tree, others edit it); right after it, `up` must change nothing.
