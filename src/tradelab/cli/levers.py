@@ -170,7 +170,7 @@ def sessions_cli(ctx: typer.Context,
         typer.echo("no client sessions")
         return
     print_table([{**s, "blocked_by": ",".join(map(str, s["blocked_by"])),
-                  "query": (s["query"] or "")[:60]} for s in out["sessions"]],
+                  "query": " ".join((s["query"] or "").split())[:60]} for s in out["sessions"]],
                 headers=["pid", "usename", "application_name", "state", "transaction_s",
                          "in_state_s", "locks_held", "blocked_by", "query"])
     typer.echo("")
