@@ -215,6 +215,38 @@ def test_credentials_a_rendered_file_must_hold_inline_make_it_private(empty_lab,
         assert seen.database_url == url  # what the service connects with
 
 
+@pytest.mark.parametrize("url", [
+    "postgresql://me@db.example:5432/trades?sslmode=disable&password=pw%2Fs3cret",
+    "postgresql://db.example/trades?password=pw%2Fs3cret&user=me",
+    "host=db.example user=me password='pw/s3cret' dbname=trades",
+], ids=["url-parameter", "url-parameter-no-user", "key-value"])
+def test_a_database_password_given_as_a_parameter_is_a_secret_file_too(empty_lab, tmp_path,
+                                                                       url):
+    """libpq also takes the password as `?password=` or `password=` (key=value): it is
+    split out like `user:password@`; the services connect with the same parameters."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from tradelab.runtimes.local_programs import _environment
+
+    env = {"TRADELAB_DATABASE_URL": url}
+    out = rendered(empty_lab, tmp_path / "docker", env=env)
+    assert not [p for p in out.rglob("*") if p.is_file() and "s3cret" in p.read_text()]
+    for runtime in ("docker", "local"):
+        stack = build_stack(load_settings(empty_lab, env=env), empty_lab, runtime)
+        for name in ("api", "engine"):
+            svc = stack.services[name]
+            assert not any("s3cret" in v for v in svc.environment.values()), svc.environment
+            (secret,) = svc.secrets
+            assert secret.source.read_text().strip() == "pw/s3cret"
+            assert secret.source.stat().st_mode & 0o777 == 0o600
+            seen = load_settings(empty_lab, env={
+                **svc.environment, "TRADELAB_DATABASE_PASSWORD_FILE": str(secret.source)})
+            assert conninfo_to_dict(seen.database_url) == conninfo_to_dict(url)
+            if runtime == "local":  # a local process gets the whole URL back
+                local = _environment(svc)["TRADELAB_DATABASE_URL"]
+                assert conninfo_to_dict(local) == conninfo_to_dict(url)
+
+
 def test_default_output_is_the_labs_rendered_dir(empty_lab):
     render(load_settings(empty_lab, env={}), empty_lab)
     assert (empty_lab.rendered_dir / "docker-compose.yml").is_file()

@@ -325,19 +325,16 @@ PASSWORD_FILE_ENV = "TRADELAB_DATABASE_PASSWORD_FILE"
 
 
 def _with_password_file(url: str, password_file: str) -> str:
-    from urllib.parse import quote, urlsplit, urlunsplit
+    from tradelab.db.connect import split_password, with_password
 
-    parts = urlsplit(url)
-    if parts.password is not None or not parts.username:
+    if split_password(url)[1] is not None:
         return url
     try:
         password = Path(password_file).read_text().strip()
     except OSError as exc:
         raise TradelabError(f"cannot read the database password from {password_file} "
                             f"({PASSWORD_FILE_ENV}): {exc.strerror}") from None
-    host = parts.netloc.split("@", 1)[1]
-    netloc = f"{parts.username}:{quote(password, safe='')}@{host}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    return with_password(url, password)
 
 
 def write_setting(lab: Any, key: str, value: str) -> None:

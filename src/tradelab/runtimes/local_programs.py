@@ -22,7 +22,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 from tradelab.const import DOCKER_ONLY_SERVICES
 from tradelab.db.cluster import PostgresCluster
@@ -250,15 +250,14 @@ def _environment(svc: Service) -> dict[str, str]:
     carry the secret in their environment); a local process gets the complete URL,
     which every tool and library understands. The supervisord config holding it is 0600.
     """
+    from tradelab.db.connect import with_password
+
     env = dict(svc.environment)
     password_file = env.pop("TRADELAB_DATABASE_PASSWORD_FILE", None)
     url = env.get("TRADELAB_DATABASE_URL")
     if password_file and url:
-        parts = urlsplit(url)
-        if parts.password is None and parts.username:
-            password = quote(Path(password_file).read_text().strip(), safe="")
-            netloc = f"{parts.username}:{password}@{parts.netloc.split('@', 1)[1]}"
-            env["TRADELAB_DATABASE_URL"] = urlunsplit(parts._replace(netloc=netloc))
+        password = Path(password_file).read_text().strip()
+        env["TRADELAB_DATABASE_URL"] = with_password(url, password)
     return env
 
 
