@@ -376,23 +376,51 @@ def test_db_pause_hangs_connections_yet_the_api_answers_503_in_time(local_lab):
     wait_for(lambda: ready(local_lab.api), 60, "the api to see the database again")
 
 
-def test_a_runtime_fault_ends_even_if_its_scheduled_off_died(local_lab):
-    """A db-outage whose time is up while its detached `chaos off --after` died (made
-    here by writing an end into the record): the next tradelab command that looks (here
-    `chaos status`) restarts PostgreSQL, instead of showing the fault off (issue 11)."""
-    result = local_lab.cli("chaos", "on", "db-outage")
+def scheduled_offs(lab: LocalLab) -> list[int]:
+    """Pids of the detached `tradelab chaos off --after` processes of the lab."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(lab.root).encode() in argv and b"--after" in argv and b"off" in argv:
+            found.append(int(entry))
+    return found
+
+
+@pytest.mark.parametrize("command", [
+    ("chaos", "status", "--json"), ("status", "--json"), ("watch", "--once", "--json"),
+], ids=["chaos-status", "status", "watch"])
+def test_a_runtime_fault_ends_even_if_its_scheduled_off_died(local_lab, command):
+    """A db-outage whose detached `chaos off --after` died (killed here) and whose time
+    is then up: whichever tradelab command looks first restarts PostgreSQL, instead of
+    showing the fault off and the service merely stopped (issue 11)."""
+    result = local_lab.cli("chaos", "on", "db-outage", "--for", "1h")
     assert result.returncode == 0, result.stderr
     try:
+        offs = wait_for(lambda: scheduled_offs(local_lab), 10, "the scheduled chaos off")
+        for pid in offs:
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not scheduled_offs(local_lab), 10, "the scheduled off to die")
         chaos_file = local_lab.lab.chaos_file
         faults = json.loads(chaos_file.read_text())["faults"]
         faults["db-outage"]["until"] = faults["db-outage"]["since"]  # its time is up
         chaos_file.write_text(json.dumps({"faults": faults}))  # ... and nobody came
         states = {s.name: s.state for s in local_lab.runtime().status()}
         assert states["postgres"] != "running"
-        result = local_lab.cli("chaos", "status", "--json")
+        result = local_lab.cli(*command)
         assert result.returncode == 0, result.stderr
         assert "db-outage was past its end; its service is restored" in result.stderr
-        assert json.loads(result.stdout) == {"faults": []}
+        assert {s.name: s.state for s in local_lab.runtime().status()}["postgres"] == "running"
+        if command[0] == "chaos":
+            assert json.loads(result.stdout) == {"faults": []}
+        if command[0] == "status":
+            report = json.loads(result.stdout)
+            assert report["chaos"] == {}
+            assert {s["name"]: s["state"] for s in report["services"]}["postgres"] == "running"
+        assert local_lab.lab.chaos_file.is_file()
+        assert "db-outage" not in json.loads(chaos_file.read_text())["faults"]
         wait_for(lambda: ready(local_lab.api), 60, "the api to see the database again")
     finally:
         local_lab.cli("chaos", "off")

@@ -16,7 +16,14 @@ from typing import Annotated
 
 import typer
 
-from tradelab.cli.common import command_group, lab_from, print_json, print_table, settings_from
+from tradelab.cli.common import (
+    command_group,
+    lab_from,
+    print_json,
+    print_table,
+    restore_overdue_faults,
+    settings_from,
+)
 
 chaos_app = command_group(
     help="Turn faults on and off: exchange errors, latency, engine stall, outages.",
@@ -90,13 +97,11 @@ def status_cli(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The faults on now, with their parameters, since when and time left."""
-    from tradelab.chaos import end_overdue
     from tradelab.chaos_state import parse_entry, reported_faults, store_for
     from tradelab.durations import format_duration
 
     settings, lab = settings_from(ctx), lab_from(ctx)
-    for name in end_overdue(settings, lab):
-        typer.echo(f"chaos: {name} was past its end; its service is restored", err=True)
+    restore_overdue_faults(settings, lab)
 
     store = store_for(settings, lab)
     overdue = [f for n, e in store.overdue().items() if (f := parse_entry(n, e))]

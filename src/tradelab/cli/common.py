@@ -58,6 +58,16 @@ def settings_from(ctx: typer.Context, flags: Mapping[str, Any] | None = None) ->
     return load_settings(lab_from(ctx), flags=flags)
 
 
+def restore_overdue_faults(settings: Settings, lab: Lab) -> None:
+    """Restore every runtime fault past its end (tradelab.chaos.end_overdue), saying so on
+    stderr: a command that reports on the lab never shows a broken service as merely
+    stopped, nor the fault that broke it as off."""
+    from tradelab.chaos import end_overdue
+
+    for name in end_overdue(settings, lab):
+        typer.echo(f"chaos: {name} was past its end; its service is restored", err=True)
+
+
 def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
 

@@ -22,6 +22,7 @@ from tradelab.cli.common import (
     lab_from,
     print_json,
     print_table,
+    restore_overdue_faults,
     service_names,
     settings_from,
 )
@@ -92,7 +93,9 @@ def status_cli(
     """Every service of the lab: state, health, URL; and the active chaos faults."""
     from tradelab.orchestrator import status
 
-    report = status(settings_from(ctx), lab_from(ctx)).as_dict()
+    settings, lab = settings_from(ctx), lab_from(ctx)
+    restore_overdue_faults(settings, lab)
+    report = status(settings, lab).as_dict()
     if as_json:
         print_json(report)
         return

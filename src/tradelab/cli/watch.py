@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from tradelab.cli.common import print_json, settings_from
+from tradelab.cli.common import lab_from, print_json, restore_overdue_faults, settings_from
 
 
 def watch_cli(
@@ -31,9 +31,14 @@ def watch_cli(
 
     from tradelab.watch import read_signals
 
-    settings = settings_from(ctx)
+    settings, lab = settings_from(ctx), lab_from(ctx)
+
+    def next_frame() -> dict:  # each frame first restores a fault past its end
+        restore_overdue_faults(settings, lab)
+        return read_signals(settings)
+
     if once:
-        frame = read_signals(settings)
+        frame = next_frame()
         if as_json:
             print_json(frame)
         else:
@@ -44,14 +49,14 @@ def watch_cli(
     try:
         if as_json:
             while True:
-                typer.echo(json.dumps(read_signals(settings), default=str))
+                typer.echo(json.dumps(next_frame(), default=str))
                 time.sleep(interval)
         from rich.live import Live
 
-        with Live(render_frame(read_signals(settings)), auto_refresh=False) as live:
+        with Live(render_frame(next_frame()), auto_refresh=False) as live:
             while True:
                 time.sleep(interval)
-                live.update(render_frame(read_signals(settings)), refresh=True)
+                live.update(render_frame(next_frame()), refresh=True)
     except KeyboardInterrupt:
         return  # Ctrl-C is how a watch ends: exit 0
 
