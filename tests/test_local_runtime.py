@@ -572,3 +572,43 @@ def test_bundled_server_under_private_dir_is_copied_where_postgres_can_run_it(tm
         assert server_bindir(install / "bin") == copy  # found again, not copied again
     finally:
         shutil.rmtree(copy.parent, ignore_errors=True)
+
+
+def test_prometheus_reloads_a_rule_change_on_sighup_and_has_no_lifecycle_api(tmp_path):
+    """No `--web.enable-lifecycle`: any local user or web page could POST /-/quit. A
+    rule change (a setting the SLO rules read, then `up`) reaches the running
+    Prometheus by SIGHUP through the driver: the same process, the new rules."""
+    if not shutil.which("prometheus"):
+        pytest.skip("no prometheus binary on PATH")
+    root = tmp_path / "lab"
+    ports = write_ports(root)
+    lab = LocalLab(root)
+    base = f"http://127.0.0.1:{ports['prometheus']}"
+
+    def objective() -> str:
+        """The availability objective's rule as the running Prometheus has loaded it."""
+        groups = requests.get(f"{base}/api/v1/rules", timeout=5).json()["data"]["groups"]
+        return next(r["query"] for g in groups for r in g["rules"]
+                    if r["name"] == "tradelab:slo_objective"
+                    and r["labels"].get("slo") == "availability")
+
+    try:
+        up(lab.settings, lab.lab, "local", only=["prometheus"], timeout=60,
+           echo=lab.messages.append)
+        pid = lab.pid("prometheus")
+        assert objective() == "vector(0.999)"
+        for path in ("/-/quit", "/-/reload"):
+            assert requests.post(base + path, timeout=5).status_code in (403, 404), path
+        assert lab.runtime().inspect("prometheus").state == "running"
+
+        config = yaml.safe_load((root / "tradelab.yaml").read_text())
+        config["slo"] = {"availability": 0.99}
+        (root / "tradelab.yaml").write_text(yaml.safe_dump(config))
+        changed = LocalLab(root)
+        up(changed.settings, changed.lab, "local", only=["prometheus"], timeout=60,
+           echo=changed.messages.append)
+        assert any("reloading prometheus" in m for m in changed.messages), changed.messages
+        wait_for(lambda: objective() == "vector(0.99)", 10, "the changed rule to be loaded")
+        assert lab.pid("prometheus") == pid  # reloaded, not restarted
+    finally:
+        lab.runtime().down(volumes=True)

@@ -40,6 +40,7 @@ from tradelab.runtimes.base import (
 )
 from tradelab.runtimes.docker import DockerRuntime
 from tradelab.runtimes.local import LocalRuntime
+from tradelab.stack import mounted_config_digest
 from tradelab.web_ui import web_page
 
 if TYPE_CHECKING:
@@ -129,10 +130,17 @@ def up(settings: Settings, lab: Lab, runtime: str | None = None,
     lab.ensure_secrets()
     names = driver.selectable(only, without)
     driver.recover()
+    running = {s.name for s in driver.status() if s.state is ServiceState.RUNNING}
+    configs = {name: config_digest(driver, name) for name in names}
     render_for(driver, settings, lab, names)
     check_ports(driver, settings, names)
     driver.preflight(names, build)
     services = with_web_pages(driver.up(names, build=build, timeout=timeout))
+    for name in names:  # still the old process: it rereads its rendered config
+        if name in running and config_digest(driver, name) != configs[name] \
+                and driver.stack.services[name].reload_signal:
+            (echo or _progress)(f"reloading {name} (its rendered configuration changed)")
+            reload(driver, name)
     _remember_runtime(lab, driver.kind)
     return UpReport(driver, services)
 
@@ -154,6 +162,21 @@ def _driver_for_up(settings: Settings, lab: Lab, runtime: str | None,
     if wanted == "auto" and driver.kind is RuntimeKind.LOCAL:
         echo("no Docker engine answers: using the local runtime (--runtime docker to insist)")
     return driver
+
+
+def config_digest(driver: Driver, service: str) -> str:
+    """A digest of the rendered files `service` reads."""
+    return mounted_config_digest(driver.stack.services[service], driver.stack.rendered_dir)
+
+
+def reload(driver: Driver, service: str) -> None:
+    """Make a running service reread its rendered config: its reload signal (Prometheus,
+    Alertmanager: SIGHUP) through the driver. No HTTP lifecycle API is enabled."""
+    signame = driver.stack.services[service].reload_signal
+    if signame is None:
+        raise TradelabError(f"{service} cannot reload its configuration: restart it "
+                            f"(`tradelab ops restart {service}`)")
+    driver.signal(service, signame)
 
 
 def render_for(driver: Driver, settings: Settings, lab: Lab, names: list[str]) -> None:

@@ -253,7 +253,7 @@ def render(settings: Settings, lab: Lab, out: Path | None = None, runtime: Runti
     """Write the rendered tree to `out` (default <lab>/rendered); return the files written."""
     stack = stack or build_stack(settings, lab, runtime)
     out = Path(out) if out is not None else stack.rendered_dir
-    from tradelab.db.connect import split_password
+    from tradelab.db_url import split_password
 
     user_db_password = split_password(settings.database_url)[1] if settings.database_url \
         else None

@@ -325,7 +325,7 @@ PASSWORD_FILE_ENV = "TRADELAB_DATABASE_PASSWORD_FILE"
 
 
 def _with_password_file(url: str, password_file: str) -> str:
-    from tradelab.db.connect import split_password, with_password
+    from tradelab.db_url import split_password, with_password
 
     if split_password(url)[1] is not None:
         return url

@@ -134,6 +134,9 @@ class Service:
     web_path: str | None = None  # has a page a person opens: stack.url(name)
     replicas: int = 1
     app: bool = False  # runs the tradelab app image (built, not pulled)
+    # The signal on which the process rereads its rendered config (Prometheus and
+    # Alertmanager: HUP): `up` reloads it so, instead of restarting or recreating it.
+    reload_signal: str | None = None
 
     @property
     def argv(self) -> tuple[str, ...]:
@@ -446,7 +449,8 @@ class _Builder:
 
     def _database_env(self, role: str, secret: str,
                       port: Port) -> tuple[dict[str, str], Secret | None]:
-        from tradelab.db.connect import ADMIN_USER, APP_ROLE, split_password
+        from tradelab.db.connect import ADMIN_USER, APP_ROLE
+        from tradelab.db_url import split_password
         from tradelab.settings import PASSWORD_FILE_ENV
 
         user = {"admin": ADMIN_USER, "app": APP_ROLE}[role]
@@ -543,8 +547,10 @@ class _Builder:
             entrypoint=None if self.docker else ("prometheus",),
             command=(f"--config.file={conf_dir}/prometheus.yml",
                      f"--storage.tsdb.path={data_dir}", "--storage.tsdb.retention.time=7d",
-                     f"--web.listen-address={self._listen(port)}", "--web.enable-lifecycle"),
-            ports=(port,), mounts=(conf, data),
+                     f"--web.listen-address={self._listen(port)}"),
+            # No --web.enable-lifecycle: with it, any local user or any web page (a
+            # cross-site POST to 127.0.0.1) could stop Prometheus through /-/quit.
+            ports=(port,), mounts=(conf, data), reload_signal="HUP",
             healthcheck=self._http_check(port, "/-/ready"),
             metrics=Metrics("http"), web_path="/", **self._common("prometheus"),
         )
@@ -568,7 +574,7 @@ class _Builder:
         return Service(
             name="alertmanager", image=self.s.images["alertmanager"],
             entrypoint=None if self.docker else ("alertmanager",), command=tuple(command),
-            ports=(port,), mounts=(conf, data), secrets=secrets,
+            ports=(port,), mounts=(conf, data), secrets=secrets, reload_signal="HUP",
             healthcheck=self._http_check(port, "/-/ready"),
             metrics=Metrics("http"), web_path="/", **self._common("alertmanager"),
         )

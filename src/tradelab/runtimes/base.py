@@ -155,6 +155,9 @@ class Driver(Protocol):
 
     def unpause(self, service: str) -> None: ...
 
+    def signal(self, service: str, signame: str) -> None:
+        """Send the signal `signame` ("HUP") to the service's main process (a reload)."""
+
     def restart(self, service: str) -> None:
         """Stop and start the service (reattached to the lab's network where it was cut)."""
 

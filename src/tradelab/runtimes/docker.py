@@ -10,7 +10,8 @@ Every object carries the labels docker-compose uses (project, service, container
 number) plus a config hash, and every lookup filters by them: the truth about what
 runs lives in Docker, not in a file. `up` is idempotent (inspect, create on NotFound)
 and recreates a container only when its hash changes; the hash covers the service's
-spec, the image id and the content of the rendered configs and secrets it gets.
+spec, the image id, the secrets it gets and the content of the rendered configs it
+mounts (but for a service with a reload signal, which the orchestrator reloads).
 
 A failed `up` prints the failing service's last log lines, then removes what that
 `up` created (containers, the network, volumes it made) and keeps what was there
@@ -273,9 +274,10 @@ class DockerRuntime:
         """The container a service needs, and a hash over everything that defines it."""
         from docker.types import LogConfig, Mount
 
-        # Rendered configs are part of the spec: a changed rule file recreates Prometheus.
-        digest = hashlib.sha256(
-            (image_id + mounted_config_digest(svc, self.stack.rendered_dir)).encode())
+        # Rendered configs are part of the spec: a changed config recreates the container,
+        # unless the service rereads it on a signal (Prometheus: `up` reloads it so).
+        configs = "" if svc.reload_signal else mounted_config_digest(svc, self.stack.rendered_dir)
+        digest = hashlib.sha256((image_id + configs).encode())
         mounts = []
         for m in svc.mounts:
             if m.kind == "volume":
@@ -502,6 +504,11 @@ class DockerRuntime:
     def unpause(self, service: str) -> None:
         self._each(service, "unpause",
                    lambda c: c.unpause() if health.state(c)["Status"] == "paused" else None)
+
+    @_translated
+    def signal(self, service: str, signame: str) -> None:
+        """`docker kill --signal`: the container's init forwards it to the process."""
+        self._each(service, f"signal {signame}", lambda c: c.kill(signal=f"SIG{signame}"))
 
     @_translated
     def restart(self, service: str) -> None:

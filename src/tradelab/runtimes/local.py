@@ -299,6 +299,10 @@ class LocalRuntime:
         """Nothing was ever cut here (disconnect refuses): nothing to reconnect."""
         self._spec(service)
 
+    def signal(self, service: str, signame: str) -> None:
+        """`supervisorctl signal`: to the program's process (Prometheus reloads on HUP)."""
+        self._rpc_on(service, lambda rpc: rpc.signalProcessGroup(service, signame))
+
     def exec(self, service: str, argv: list[str]) -> ExecResult:
         """Run `argv` beside the service: its environment and working directory."""
         program = self._spec(service).program

@@ -250,7 +250,7 @@ def _environment(svc: Service) -> dict[str, str]:
     carry the secret in their environment); a local process gets the complete URL,
     which every tool and library understands. The supervisord config holding it is 0600.
     """
-    from tradelab.db.connect import with_password
+    from tradelab.db_url import with_password
 
     env = dict(svc.environment)
     password_file = env.pop("TRADELAB_DATABASE_PASSWORD_FILE", None)
