@@ -106,6 +106,30 @@ def test_published_ports_bind_loopback_unless_the_setting_says_otherwise(empty_l
         "0.0.0.0"}
 
 
+@pytest.mark.parametrize("agent", ["promtail", "alloy"])
+def test_every_container_drops_what_it_does_not_need(empty_lab, tmp_path, agent):
+    """The log agent (root: Docker's log files are root's 0640) holds no capability, a
+    read-only root and the log folder read-only; every service drops all capabilities
+    but what its image's entrypoint needs (postgres: give PGDATA away, become postgres)."""
+    doc = compose(rendered(empty_lab, tmp_path / agent, log_agent=agent))
+    services = {n: s for n, s in doc["services"].items() if n != "secrets-init"}
+    for name, svc in services.items():
+        assert svc["cap_drop"] == ["ALL"], name
+        assert svc["security_opt"] == ["no-new-privileges:true"], name
+    logs = services[agent]
+    assert "cap_add" not in logs and "user" not in logs and logs["read_only"] is True
+    (folder,) = [v for v in logs["volumes"] if v["target"] == "/var/lib/docker/containers"]
+    assert folder["read_only"] is True
+    assert services["prometheus"]["read_only"] is True
+    assert set(services["postgres"]["cap_add"]) == {"CHOWN", "DAC_OVERRIDE", "FOWNER",
+                                                    "SETGID", "SETUID"}
+    assert not [n for n, s in services.items() if n != "postgres" and "cap_add" in s]
+    # A read-only root cannot take the secrets the Docker runtime copies into it.
+    stack = build_stack(load_settings(empty_lab, env={}, flags={"log_agent": agent}),
+                        empty_lab, "docker")
+    assert not [n for n, svc in stack.services.items() if svc.read_only and svc.secrets]
+
+
 def test_no_docker_socket_and_no_default_passwords_in_the_rendered_tree(empty_lab, tmp_path):
     values = [empty_lab.secret(name) for name in SECRET_NAMES]  # a lab with its secrets made
     for runtime in ("docker", "local"):

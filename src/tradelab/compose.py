@@ -90,6 +90,7 @@ def _service(svc: Service, build: dict[str, Any]) -> dict[str, Any]:
         out["command"] = list(svc.command)
     if svc.user:
         out["user"] = svc.user
+    out.update(_privileges(svc))
     if svc.environment:
         out["environment"] = dict(svc.environment)
     published = [p for p in svc.ports if p.host is not None]
@@ -113,6 +114,18 @@ def _service(svc: Service, build: dict[str, Any]) -> dict[str, Any]:
     if svc.replicas != 1:
         out["scale"] = svc.replicas
     out.update(_common())
+    return out
+
+
+def _privileges(svc: Service) -> dict[str, Any]:
+    """Capabilities, no-new-privileges and a read-only root, as the Docker runtime's."""
+    out: dict[str, Any] = {"cap_drop": list(svc.cap_drop)}
+    if svc.cap_add:
+        out["cap_add"] = list(svc.cap_add)
+    if svc.no_new_privileges:
+        out["security_opt"] = ["no-new-privileges:true"]
+    if svc.read_only:
+        out["read_only"] = True
     return out
 
 

@@ -63,6 +63,10 @@ USER_DB_SECRET = "user_database_password"  # the password of a user-set database
 # so the log agent can tail the files (no Docker socket) and still know the service.
 LOG_DRIVER = "json-file"
 LOG_OPTIONS = {"labels": f"{LABEL_PROJECT},{LABEL_SERVICE}", "max-size": "10m", "max-file": "3"}
+# The official postgres image's entrypoint starts as root: it gives the data folder to
+# the postgres user (chown, chmod) and then becomes that user (gosu; setpriv in the
+# stand-in). Nothing else of root's is needed.
+POSTGRES_ENTRYPOINT_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID")
 
 Runtime = Literal["docker", "local"]
 
@@ -134,6 +138,14 @@ class Service:
     web_path: str | None = None  # has a page a person opens: stack.url(name)
     replicas: int = 1
     app: bool = False  # runs the tradelab app image (built, not pulled)
+    # Least privilege in a container (docker runtime; compose the same): every Linux
+    # capability dropped but `cap_add`, no-new-privileges (a setuid binary gains
+    # nothing), and with `read_only` a read-only root file system (only mounts written;
+    # not with `secrets`, which the Docker runtime copies into the root file system).
+    cap_drop: tuple[str, ...] = ("ALL",)
+    cap_add: tuple[str, ...] = ()
+    no_new_privileges: bool = True
+    read_only: bool = False
     # The signal on which the process rereads its rendered config (Prometheus and
     # Alertmanager: HUP): `up` reloads it so, instead of restarting or recreating it.
     reload_signal: str | None = None
@@ -493,7 +505,7 @@ class _Builder:
             command=() if not self.docker else ("postgres",),
             environment={"POSTGRES_DB": DB_NAME, "POSTGRES_USER": "postgres",
                          "POSTGRES_PASSWORD_FILE": sec.target},
-            ports=(port,), mounts=(data,), secrets=(sec,),
+            ports=(port,), mounts=(data,), secrets=(sec,), cap_add=POSTGRES_ENTRYPOINT_CAPS,
             healthcheck=Healthcheck(("CMD", "pg_isready", "-q", "-h", "127.0.0.1", "-U",
                                      "postgres", "-d", DB_NAME), port="postgres"),
             **self._common("postgres"),
@@ -550,7 +562,7 @@ class _Builder:
                      f"--web.listen-address={self._listen(port)}"),
             # No --web.enable-lifecycle: with it, any local user or any web page (a
             # cross-site POST to 127.0.0.1) could stop Prometheus through /-/quit.
-            ports=(port,), mounts=(conf, data), reload_signal="HUP",
+            ports=(port,), mounts=(conf, data), reload_signal="HUP", read_only=True,
             healthcheck=self._http_check(port, "/-/ready"),
             metrics=Metrics("http"), web_path="/", **self._common("prometheus"),
         )
@@ -624,33 +636,39 @@ class _Builder:
         port = self._port("http", 9080, None)
         conf, conf_dir = self._config("promtail", "/etc/promtail")
         data, _ = self._data("promtail-positions", "/var/lib/promtail")
-        # Tails Docker's json-file logs (not the Docker socket): see compose `logging`.
-        logs = Mount("bind", DOCKER_LOG_DIR, DOCKER_LOG_DIR, read_only=True)
         return Service(
             name="promtail", image=self.s.images["promtail"],
             entrypoint=None if self.docker else ("promtail",),
             command=(f"-config.file={conf_dir}/promtail.yml",),
-            ports=(port,), mounts=(conf, data, logs) if self.docker else (conf, data),
+            ports=(port,), mounts=(conf, data, *self._docker_logs()),
             healthcheck=None,  # Debian slim image: no wget or curl
             depends_on=(Dependency("loki", "service_started"),),
-            metrics=Metrics("http"), **self._common("promtail"),
+            metrics=Metrics("http"), read_only=True, **self._common("promtail"),
         )
+
+    def _docker_logs(self) -> tuple[Mount, ...]:
+        """What a log agent tails: Docker's json-file logs (not the Docker socket; see
+        compose `logging`), read-only. It runs as the image's root, with no capability
+        at all: the files are root's own (0640 in 0710 folders), which root reads as
+        their owner. A non-root user could not, whatever it is granted: Docker gives an
+        added capability to uid 0 only. docs/security.md has what it can still read."""
+        return (Mount("bind", DOCKER_LOG_DIR, DOCKER_LOG_DIR, read_only=True),) \
+            if self.docker else ()
 
     def alloy(self) -> Service:
         port = self._port("http", 12345, None)
         conf, conf_dir = self._config("alloy", "/etc/alloy")
         data, data_dir = self._data("alloy-data", "/var/lib/alloy/data")
-        logs = Mount("bind", DOCKER_LOG_DIR, DOCKER_LOG_DIR, read_only=True)
         return Service(
             name="alloy", image=self.s.images["alloy"],
             entrypoint=None if self.docker else ("alloy",),
             command=("run", f"{conf_dir}/config.alloy",
                      f"--server.http.listen-addr={self._listen(port)}",
                      f"--storage.path={data_dir}"),
-            ports=(port,), mounts=(conf, data, logs) if self.docker else (conf, data),
+            ports=(port,), mounts=(conf, data, *self._docker_logs()),
             healthcheck=None,  # no wget or curl in the image
             depends_on=(Dependency("loki", "service_started"),),
-            metrics=Metrics("http"), **self._common("alloy"),
+            metrics=Metrics("http"), read_only=True, **self._common("alloy"),
         )
 
     def _locustfiles(self) -> tuple[tuple[Mount, ...], str, dict[str, str]]:
