@@ -27,6 +27,7 @@ from tradelab.errors import TradelabError
 from tradelab.faults import Action
 from tradelab.files import remove_path, write_atomic
 from tradelab.host import port_free
+from tradelab.limits import known_limits
 from tradelab.render import render_stack
 from tradelab.runtimes import docker_available
 from tradelab.runtimes.base import (
@@ -291,14 +292,15 @@ def doctor(settings: Settings, lab: Lab, runtime: str | None = None,
     driver = select_driver(settings, lab, runtime)
     names = driver.selectable(only, without)
     checks = driver.probes(names)
+    limits = known_limits(settings, driver.name, names)  # notes: what it cannot promise here
     if checks and checks[0].ok is False:
-        return DoctorReport(driver.name, checks)  # runtime unreachable: ports mean nothing
+        return DoctorReport(driver.name, checks + limits)  # unreachable: ports mean nothing
     running = {s.name for s in driver.status() if s.state is ServiceState.RUNNING}
     for name, port, problem in port_problems(driver, settings, names):
         key = port_setting(settings, port) or f"{name}'s fixed port"
         detail = problem or f"{key} for {name}" + (" (this lab)" if name in running else "")
         checks.append(Check(f"port {port}", problem is None, detail))
-    return DoctorReport(driver.name, checks)
+    return DoctorReport(driver.name, checks + limits)
 
 
 @dataclass
