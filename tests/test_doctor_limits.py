@@ -14,13 +14,14 @@ from tradelab.runtimes import docker_available
 HOOK = "http://127.0.0.1:9/hook?token=s3cret"
 
 
-def doctor(tmp_path, runtime: str, **settings) -> dict:
+def doctor(tmp_path, runtime: str, *flags: str, **settings) -> dict:
     root = tmp_path / "lab"
     root.mkdir(parents=True)
     ports = {k: free_port() for k in ("api", "engine", "postgres", "prometheus",
                                       "alertmanager", "locust", "locust_master")}
     (root / "tradelab.yaml").write_text(yaml.safe_dump({"ports": ports, **settings}))
-    result = run("doctor", "--runtime", runtime, "--json", env={"TRADELAB_HOME": str(root)})
+    result = run("doctor", "--runtime", runtime, "--json", *flags,
+                 env={"TRADELAB_HOME": str(root)})
     assert "s3cret" not in result.stdout + result.stderr  # a note never shows a secret
     report = json.loads(result.stdout)
     assert result.returncode == (0 if report["ok"] else 1), result.stderr
@@ -49,3 +50,5 @@ def test_docker_doctor_notes_what_the_log_agent_can_read(tmp_path):
     assert "other projects' environment secrets" in found[
         "limit: promtail reads every container's files"]
     assert "limit: alert webhook URL" not in found  # the pinned image reads url_file
+    without = notes(doctor(tmp_path / "without", "docker", "--without", "promtail"))
+    assert "limit: promtail reads every container's files" not in without
