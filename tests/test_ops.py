@@ -31,16 +31,17 @@ TIMEOUT = "EXCHANGE_TIMEOUT: exchange did not answer within 2000 ms"
 
 def add_trade(conn, *, symbol="AAPL", status="FILLED", reason=None, age_s=0.0,
               side="BUY", quantity=10, limit_price=None, fill_price=None, events=True,
-              client_order_id=None) -> int:
+              client_order_id=None, venue=None) -> int:
     """One trade created `age_s` ago, with the events the engine would write."""
     cid = client_order_id or f"t-{uuid.uuid4().hex[:10]}"
     trade_id = conn.execute(
         "INSERT INTO trades (client_order_id, symbol, side, quantity, limit_price, status,"
-        " fill_price, failure_reason, request_hash, created_at, updated_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'h',"
+        " fill_price, failure_reason, venue, request_hash, created_at, updated_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'h',"
         "  now() - make_interval(secs => %s), now() - make_interval(secs => %s) + '20 ms')"
         " RETURNING id",
-        (cid, symbol, side, quantity, limit_price, status, fill_price, reason, age_s, age_s),
+        (cid, symbol, side, quantity, limit_price, status, fill_price, reason, venue, age_s,
+         age_s),
     ).fetchone()[0]
     if events:
         conn.execute(
@@ -113,9 +114,12 @@ def test_trade_without_events_has_an_empty_timeline(db, admin):
 # -- investigate_failures -------------------------------------------------------------
 
 def test_failures_newest_first_with_summary_by_reason_and_symbol(db, admin):
-    newest = add_trade(admin, symbol="MSFT", status="FAILED", reason=CHAOS, age_s=60)
-    middle = add_trade(admin, symbol="AAPL", status="FAILED", reason=TIMEOUT, age_s=600)
-    oldest = add_trade(admin, symbol="AAPL", status="FAILED", reason=CHAOS, age_s=1800)
+    newest = add_trade(admin, symbol="MSFT", status="FAILED", reason=CHAOS, age_s=60,
+                       venue="alpha")
+    middle = add_trade(admin, symbol="AAPL", status="FAILED", reason=TIMEOUT, age_s=600,
+                       venue="beta")
+    oldest = add_trade(admin, symbol="AAPL", status="FAILED", reason=CHAOS, age_s=1800,
+                       venue="alpha")
     add_trade(admin, symbol="AAPL", status="FAILED", reason="NO_COLON_REASON", age_s=1900)
     add_trade(admin, symbol="AAPL", status="FAILED", reason=CHAOS, age_s=7200)  # outside
     for age in (5, 50, 500):
@@ -130,13 +134,16 @@ def test_failures_newest_first_with_summary_by_reason_and_symbol(db, admin):
 
     assert [f["id"] for f in failures] == [newest, middle, oldest]
     assert set(failures[0]) == {"id", "client_order_id", "symbol", "side", "quantity",
-                                "status", "failure_reason", "created_at", "updated_at"}
+                                "status", "failure_reason", "venue", "created_at",
+                                "updated_at"}
+    assert [f["venue"] for f in failures] == ["alpha", "beta", "alpha"]
     assert failures[0]["failure_reason"] == CHAOS and failures[0]["status"] == "FAILED"
     assert summary["total"] == 4 and summary["shown"] == 3
     assert summary["by_reason"] == {"EXCHANGE_CONNECTION_FAILED": 2, "EXCHANGE_TIMEOUT": 1,
                                     "NO_COLON_REASON": 1}
     assert list(summary["by_reason"])[0] == "EXCHANGE_CONNECTION_FAILED"  # biggest first
     assert summary["by_symbol"] == {"AAPL": 3, "MSFT": 1}
+    assert summary["by_venue"] == {"alpha": 2, "beta": 1, "unrouted": 1}  # biggest first
     assert summary["trades_in_window"] == 8
     assert summary["failure_ratio"] == 0.5
     assert summary["last_failure_at"] == failures[0]["created_at"]

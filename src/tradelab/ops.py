@@ -36,7 +36,7 @@ TRADE_COLUMNS = (
 )
 FAILURE_COLUMNS = (
     "id", "client_order_id", "symbol", "side", "quantity", "status", "failure_reason",
-    "created_at", "updated_at",
+    "venue", "created_at", "updated_at",
 )
 # The reason code: text before the first colon, or the whole reason.
 _MAX_WINDOW_S = 100 * 365 * 86400
@@ -65,6 +65,7 @@ class Failure:
     quantity: int
     status: TradeStatus
     failure_reason: str | None
+    venue: str | None  # the venue that failed it (None: failed before routing)
     created_at: str
     updated_at: str
 
@@ -89,6 +90,7 @@ class FailureSummary:
     last_failure_at: str | None
     by_reason: dict[str, int]  # reason code -> count, biggest first
     by_symbol: dict[str, int]
+    by_venue: dict[str, int]  # "unrouted": failed before reaching a venue
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,8 @@ def failure_queries(symbol: str | None) -> dict[str, str]:
         "in_window": f"SELECT count(*) FROM trades WHERE created_at >= %(since)s {by_symbol}",
         "by_reason": f"SELECT {_REASON_CODE} AS code, count(*) FROM trades WHERE {failed}"
                      " GROUP BY code ORDER BY count(*) DESC, code",
+        "by_venue": f"SELECT coalesce(venue, 'unrouted') AS v, count(*) FROM trades"
+                    f" WHERE {failed} GROUP BY v ORDER BY count(*) DESC, v",
         "by_symbol": f"SELECT symbol, count(*) FROM trades WHERE {failed}"
                      " GROUP BY symbol ORDER BY count(*) DESC, symbol",
     }
@@ -179,6 +183,7 @@ def _investigate(conn, limit: int, since_s: float, symbol: str | None) -> Failur
     in_window = conn.execute(sql["in_window"], params).fetchone()[0]
     reasons = conn.execute(sql["by_reason"], params).fetchall()
     symbols = conn.execute(sql["by_symbol"], params).fetchall()
+    venues = conn.execute(sql["by_venue"], params).fetchall()
 
     from tradelab.durations import format_duration
 
@@ -198,6 +203,7 @@ def _investigate(conn, limit: int, since_s: float, symbol: str | None) -> Failur
         last_failure_at=_iso(last),
         by_reason={code: n for code, n in reasons},
         by_symbol={sym: n for sym, n in symbols},
+        by_venue={venue: n for venue, n in venues},
     ))
 
 

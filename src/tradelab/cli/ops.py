@@ -93,7 +93,7 @@ def investigate_failures_cli(
                    f"({summary.trades_in_window} trades in the window)")
         return
     print_table(report.as_dict()["failures"],
-                headers=["id", "client_order_id", "symbol", "side", "quantity",
+                headers=["id", "client_order_id", "symbol", "side", "quantity", "venue",
                          "failure_reason", "created_at"])
     typer.echo("")
     typer.echo(
@@ -107,6 +107,8 @@ def investigate_failures_cli(
     print_table([{"reason": k, "failed": v} for k, v in summary.by_reason.items()])
     typer.echo("")
     print_table([{"symbol": k, "failed": v} for k, v in summary.by_symbol.items()])
+    typer.echo("")
+    print_table([{"venue": k, "failed": v} for k, v in summary.by_venue.items()])
 
 
 def positions_cli(
