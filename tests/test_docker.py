@@ -343,6 +343,44 @@ def test_changed_setting_recreates_only_what_it_affects(docker_lab):
     assert changed == {f"{docker_lab.project}-engine-1"}
 
 
+def test_a_level_1_drill_is_played_to_a_passing_scorecard(docker_lab):
+    # Rule windows scaled and 1s scrapes (as tests/test_drill.py), so that a db-outage
+    # pages and clears within seconds; `up` recreates what that changes.
+    config = yaml.safe_load((docker_lab.root / "tradelab.yaml").read_text())
+    config.update(slo={"window_scale": 0.02},
+                  prometheus={"scrape_interval_s": 1, "evaluation_interval_s": 1})
+    (docker_lab.root / "tradelab.yaml").write_text(yaml.safe_dump(config))
+    docker_lab.run("up", "--runtime", "docker", "--without", WITHOUT, "--no-build")
+
+    def drill(*args: str) -> dict:
+        return json.loads(docker_lab.run("drill", *args, "--json").stdout)
+
+    def pages() -> set[str]:
+        alerts = json.loads(docker_lab.run("alerts", "--json").stdout)
+        return {a["alertname"] for a in alerts if a["severity"] == "page"}
+
+    # The faults of the tests before page for a while: the drill starts on a quiet lab.
+    until("the earlier tests' pages to resolve", lambda: not pages(), timeout=180)
+    started = drill("start", "--seed", "11", "--scenario", "db-outage", "--window", "2s-3s",
+                    "--sustain", "5s")
+    assert "db-outage" not in json.dumps(started)
+    from tradelab.drill.session import last_session
+    from tradelab.lab import Lab as TradelabLab
+
+    session = last_session(TradelabLab(docker_lab.root))
+    until("the injection", lambda: session.first("injected"), timeout=60)
+    until("the page", lambda: "DatabaseDown" in pages(), timeout=120)
+    drill("ack")
+    drill("diagnose", "db-outage")
+    docker_lab.run("ops", "restart", "postgres")
+    until("the drill to complete", lambda: drill("status")["state"] == "completed",
+          timeout=240)
+    card = drill("end")
+    assert card["passed"] and card["outcome"] == "completed", card
+    assert card["trades_lost"] == 0 and card["harmful_actions"]["count"] == 0
+    assert Path(card["files"]["postmortem"]).read_text().count("## Timeline") == 1
+
+
 def test_doctor_passes_while_the_lab_runs(docker_lab):
     result = docker_lab.run("doctor", "--runtime", "docker", "--without", WITHOUT)
     assert "FAIL" not in result.stdout

@@ -25,6 +25,7 @@ from conftest import free_port
 from tradelab.chaos_state import ChaosCollector, ChaosReader, ChaosStore, reported_faults
 from tradelab.drill.plan import drill_faults, plan_drill
 from tradelab.errors import TradelabError
+from tradelab.faults import FAULTS
 
 PORT_KEYS = ("api", "engine", "postgres", "prometheus", "alertmanager", "locust",
              "locust_master")
@@ -54,12 +55,22 @@ def test_the_same_seed_gives_the_same_drill():
 def test_each_level_plans():
     assert len(plan_drill(3, 1)["faults"]) == 1
     assert plan_drill(3, 2)["red_herring"] is not None
-    if len(drill_faults(["alpha", "beta"])) < 2:
+    # Level 3: two faults at once, or one wedged-process fault that outlives its trigger.
+    kinds = set()
+    for seed in range(12):
+        faults = plan_drill(seed, 3, venues=["alpha", "beta"], window=(5, 9))["faults"]
+        if len(faults) == 2:
+            assert faults[0]["fault"] != faults[1]["fault"]
+            kinds.add("two faults")
+        else:
+            (fault,) = faults
+            assert fault["persists"] and 5 <= fault["trigger_s"] <= 9
+            assert FAULTS[fault["fault"]].cleared_by_restart
+            kinds.add("persisting")
+    assert kinds == {"two faults", "persisting"}
+    if len(drill_faults(None)) < 2:
         with pytest.raises(TradelabError, match="level 3"):
-            plan_drill(3, 3)
-    else:
-        faults = plan_drill(3, 3, venues=["alpha", "beta"])["faults"]
-        assert len({f["fault"] for f in faults}) == 2
+            plan_drill(1, 3)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -216,9 +227,13 @@ def test_a_wrong_diagnosis_and_a_silence_of_everything_are_scored(lab):
                        "comment": "shush"}).encode()
     request = urllib.request.Request(f"{am}/api/v2/silences", data=body, method="POST",
                                      headers={"Content-Type": "application/json"})
-    urllib.request.urlopen(request, timeout=5).close()
+    with urllib.request.urlopen(request, timeout=5) as response:
+        silence = json.load(response)["silenceID"]
     assert _cli(lab, "drill", "diagnose", "engine-stall").returncode == 0
     end = _cli(lab, "drill", "end", "--json")
+    # Scored: lift the silence, or the later drills of this module hear no page.
+    urllib.request.urlopen(urllib.request.Request(f"{am}/api/v2/silence/{silence}",
+                                                  method="DELETE"), timeout=5).close()
     assert end.returncode == 3, end.stderr  # did not pass
     card = json.loads(end.stdout)
     assert card["outcome"] == "ended" and not card["passed"]
@@ -227,3 +242,52 @@ def test_a_wrong_diagnosis_and_a_silence_of_everything_are_scored(lab):
     assert "chaos: no fault is on" in _cli(lab, "chaos", "status").stdout  # restored
     history = json.loads(_cli(lab, "drill", "history", "--json").stdout)["drills"]
     assert [d["passed"] for d in history] == [True, False]
+
+
+@pytest.mark.slow
+@needs_prometheus
+def test_a_persisting_fault_stays_until_the_lever_and_a_level_3_responder_passes(lab):
+    # Seed 5: api-errors persisting (its trigger ends 2.8 s after the injection) and a
+    # burst of warning logs as the red herring.
+    started = _cli(lab, "drill", "start", "--seed", "5", "--level", "3", "--scenario",
+                   "api-errors", "--window", "2s-3s", "--sustain", "5s", "--json")
+    assert started.returncode == 0, started.stderr
+    plan = json.loads(_cli(lab, "drill", "status", "--json").stdout)
+    assert plan["level"] == 3 and "api-errors" not in started.stdout + json.dumps(plan)
+    _wait(lambda: "trigger_ended" in {e["event"] for e in _events(lab)}, "the trigger's end")
+    # The trigger is gone; the api's processes it hit still fail orders, and the watcher
+    # does not see the effect gone.
+    def failed_posts() -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in _metrics(lab, "api").splitlines()
+                   if line.startswith("tradelab_http_requests_total{")
+                   and 'code="500"' in line and 'route="/trades"' in line)
+    before = failed_posts()
+    _wait(lambda: failed_posts() > before + 3, "orders failing after the trigger ended", 30)
+    assert "effect_gone" not in {e["event"] for e in _events(lab)}
+    _wait(lambda: any(a["severity"] == "page" for a in _status(lab)["firing_alerts"] or []),
+          "a page")
+    assert _cli(lab, "drill", "ack").returncode == 0
+    assert _cli(lab, "drill", "diagnose", "api-errors").returncode == 0
+    herring = next(e for e in _events(lab) if e["event"] == "red_herring")
+    assert herring["herring"] == "warning-logs" and herring["refused_orders"] > 0
+    logs = _cli(lab, "logs", "api", "--tail", "400").stdout.splitlines()
+    rejected = [json.loads(line[line.index("{"):]) for line in logs if "order rejected" in line]
+    assert rejected and {r["level"] for r in rejected} == {"warning"}, logs[-5:]
+    assert not [line for line in logs if "api-errors" in line]  # the logs do not tell
+    from tradelab.drill.session import now_iso
+
+    lever_pulled_at = now_iso()
+    restarted = _cli(lab, "ops", "restart", "api", timeout=180)
+    assert restarted.returncode == 0, restarted.stderr
+    _wait(lambda: _status(lab)["state"] == "completed", "the drill to complete", 240)
+    card = json.loads(_cli(lab, "drill", "end", "--json").stdout)
+    assert card["passed"], card
+    assert card["level"] == 3 and card["faults"] == ["api-errors"]
+    events = _events(lab)
+    kinds = [e["event"] for e in events]
+    assert kinds.index("trigger_ended") < kinds.index("effect_gone")
+    # Seen gone only once the lever was pulled: not when the trigger ended.
+    assert next(e for e in events if e["event"] == "effect_gone")["time"] > lever_pulled_at
+    postmortem = Path(card["files"]["postmortem"]).read_text()
+    assert "persisting" in postmortem and "trigger ended (api-errors)" in postmortem
+    assert postmortem.count("red herring: a burst of warning logs") == 1

@@ -311,6 +311,33 @@ def test_a_restarted_process_does_not_have_a_wedged_process_fault(state):
     assert set(restarted.active()) == {"exchange-errors"}  # not cured by a restart
 
 
+def test_a_persisting_fault_outlives_its_trigger_in_the_processes_it_hit(state):
+    from datetime import UTC, datetime
+
+    from tradelab.errors import TradelabError
+
+    store = ChaosStore(state / "chaos.json")
+    hit = ChaosReader(state / "chaos.json", check_interval_s=0, started_at=datetime.now(UTC))
+    store.enable("engine-stall", duration_s=0.5, persists=True)
+    store.enable("api-errors", duration_s=0.5)  # the same trigger, not persisting
+    time.sleep(0.2)
+    restarted_during_trigger = ChaosReader(state / "chaos.json", check_interval_s=0,
+                                           started_at=datetime.now(UTC))
+    assert set(hit.active()) == {"engine-stall", "api-errors"}
+    assert set(restarted_during_trigger.active()) == {"engine-stall"}  # the trigger hits it
+    time.sleep(0.5)  # the trigger is over
+    restarted_after = ChaosReader(state / "chaos.json", check_interval_s=0,
+                                  started_at=datetime.now(UTC))
+    assert set(hit.active()) == {"engine-stall"}  # still wedged; api-errors ended
+    assert set(restarted_during_trigger.active()) == {"engine-stall"}
+    assert restarted_after.active() == {}  # a restart after the trigger clears it
+    assert set(store.active()) == {"engine-stall"}  # the record stays until `chaos off`
+    store.disable("engine-stall")
+    assert hit.active() == {}
+    with pytest.raises(TradelabError, match="takes no --persist"):
+        store.enable("exchange-errors", persists=True)
+
+
 def _app():
     from tradelab.cli.main import app
 

@@ -39,7 +39,9 @@ def chaos_on(settings: Settings, lab: Lab, fault: str | None = None, rate: float
     them when it ends (in-process faults simply expire). A fault carried out by a
     process of its own (Fault.process) is on once that process says it is ready.
     `hidden`: a drill's fault, which reports show only as "a drill is running"
-    (chaos_state.reported_faults). `persists`: the fault outlives its trigger (retry-storm).
+    (chaos_state.reported_faults). `persists`: the fault outlives its trigger: retry-storm's
+    clients stay stuck (tradelab.faults); a wedged-process fault's processes stay wedged
+    past `duration_s` until restarted (chaos_state).
     `notice(line)` hears that an in-process fault was recorded for a lab that is down.
     """
     from tradelab.durations import parse_duration

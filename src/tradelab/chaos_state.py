@@ -19,6 +19,13 @@ The original project's switch, a file `chaos.flag` beside the chaos file (the la
 `state/` folder; flag_file names it), turns the default fault on. It is one more way a
 fault is on, not a hidden one: the store reports it (`source: "flag"`) wherever faults
 are listed, and `disable` removes it.
+
+A fault a restart clears (a wedged process, faults.cleared_by_restart) may persist (`persists`):
+its `until` then ends only its trigger, not its effect. Every process that lived while
+the trigger was on stays wedged until it is restarted (or `chaos off` removes the
+entry); only a process started after the trigger ended is clean:
+
+    store.enable("engine-stall", duration_s=30, persists=True)
 """
 
 from __future__ import annotations
@@ -61,7 +68,21 @@ class ActiveFault:
     source: str = "file"  # "file" | "flag"
     venue: str | None = None  # exchange faults: the one venue hit (None: every venue)
     hidden: bool = False  # injected by a drill: reports say a drill runs, not which fault
-    persists: bool = False  # retry-storm: its effect outlives its trigger (tradelab.faults)
+    # retry-storm: its effect outlives the record (see tradelab.faults); a wedged-process
+    # fault: `until` ends its trigger, the processes it hit stay wedged (see affects)
+    persists: bool = False
+
+    def affects(self, started_at: datetime | None, now: datetime) -> bool:
+        """Whether a process started at `started_at` (None: unknown) has this fault now.
+
+        A fault a restart clears spares a process started after it went on, or, for a
+        persisting one, after its trigger ended; such a fault never ends by time."""
+        wedges = self.name in FAULTS and FAULTS[self.name].cleared_by_restart
+        if self.persists and wedges:
+            return started_at is None or self.until is None or started_at < self.until
+        if self.until is not None and self.until <= now:
+            return False
+        return not (wedges and started_at is not None and self.since < started_at)
 
     def remaining_s(self, now: datetime | None = None) -> float | None:
         if self.until is None:
@@ -132,7 +153,7 @@ class ChaosStore:
         """Fault name -> its entry (since, until, rate, latency_ms), expired ones left out."""
         now = _now()
         return {name: entry for name, entry in self._load().items()
-                if include_expired or not _expired(entry, now)}
+                if include_expired or not _expired(entry, now, name)}
 
     @property
     def flag_file(self) -> Path:
@@ -159,12 +180,17 @@ class ChaosStore:
     def enable(self, fault: str, rate: float | None = None, latency_ms: int | None = None,
                duration_s: float | None = None, venue: str | None = None,
                hidden: bool = False, persists: bool = False) -> dict[str, Any]:
-        """Turn `fault` on (replacing its previous entry); return the new entry."""
+        """Turn `fault` on (replacing its previous entry); return the new entry.
+
+        `persists`: see tradelab.faults (retry-storm) and the module docstring (a wedged
+        process, whose `duration_s` is its trigger's)."""
         spec = check_fault(fault)
         if venue is not None and "venue" not in spec.params:
             raise TradelabError(f"fault {fault} takes no --venue")
-        if persists and "persist" not in spec.params:
-            raise TradelabError(f"fault {fault} takes no --persist")
+        if persists and "persist" not in spec.params and not spec.cleared_by_restart:
+            persisting = ", ".join(n for n, f in FAULTS.items()
+                                   if "persist" in f.params or f.cleared_by_restart)
+            raise TradelabError(f"fault {fault} takes no --persist: only {persisting} do")
         if rate is not None and "rate" not in spec.params:
             raise TradelabError(f"fault {fault} takes no --rate")
         if latency_ms is not None and "latency_ms" not in spec.params:
@@ -248,7 +274,7 @@ class ChaosStore:
     def _kept(faults: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """Entries still meaningful: not expired, or a runtime fault not yet restored."""
         now = _now()
-        return {n: e for n, e in faults.items() if not _expired(e, now)
+        return {n: e for n, e in faults.items() if not _expired(e, now, n)
                 or (n in FAULTS and FAULTS[n].kind == "runtime")}
 
     def _write(self, faults: dict[str, dict[str, Any]]) -> None:
@@ -287,10 +313,7 @@ class ChaosReader:
         out: dict[str, ActiveFault] = {flagged.name: flagged} if flagged else {}
         for name, entry in faults.items():
             fault = parse_entry(name, entry) if isinstance(entry, dict) else None
-            if fault is not None and (fault.until is None or fault.until > now):
-                if (self.started_at is not None and FAULTS[name].cleared_by_restart
-                        and fault.since < self.started_at):
-                    continue
+            if fault is not None and fault.affects(self.started_at, now):
                 out[name] = fault  # the file wins over the flag
         return out
 
@@ -374,7 +397,9 @@ def _clamp(value: float, low: float, high: float) -> float:
     return low if value != value else min(high, max(low, value))
 
 
-def _expired(entry: dict[str, Any], now: datetime) -> bool:
+def _expired(entry: dict[str, Any], now: datetime, name: str | None = None) -> bool:
+    if entry.get("persists") is True and name in FAULTS and FAULTS[name].cleared_by_restart:
+        return False  # its `until` ends the trigger only (ActiveFault.affects)
     try:
         until = _parse_time(entry.get("until"))
     except (TypeError, ValueError, OverflowError):

@@ -52,6 +52,14 @@ class Fault:
     process: str | None = None
 
     @property
+    def restarted_service(self) -> str | None:
+        """The service whose restart clears this wedged-process fault (its `ops restart`)."""
+        if not self.cleared_by_restart:
+            return None
+        return next((lever.split()[-1] for lever in self.mitigated_by
+                     if lever.startswith("ops restart ")), None)
+
+    @property
     def runbook(self) -> str:
         """The runbook section that answers the fault's alert."""
         return f"docs/runbooks.md#{self.alert.lower()}"

@@ -529,7 +529,10 @@ class _Builder:
     def api(self) -> Service:
         port = self._port("http", 8000, self.s.ports.api)
         env, sec = self._database_env("app", "app_db_password", self._pg_port())
-        env.update(self._settings_env("api", "symbols", "chaos", "slo", "trading"))
+        # prometheus too: slo.window_scale is only valid against the scrape interval, and
+        # a container reads its settings from this environment alone.
+        env.update(self._settings_env("api", "symbols", "chaos", "slo", "prometheus",
+                                      "trading"))
         return self._app(
             "api", ("serve", "api", "--bind", self._listen(port)), environment=env,
             secrets=(sec,) if sec else (), ports=(port,),

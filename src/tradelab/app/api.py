@@ -113,7 +113,8 @@ class ApiState:
         """The pool-exhaustion fault: while it is on, this process takes every pooled
         connection and keeps it (a leak), so requests wait for the pool and get a 503
         after db_timeout_s; once it is off, the connections go back to the pool."""
-        fault_on = "pool-exhaustion" in self.chaos().active()
+        fault = self.chaos().active().get("pool-exhaustion")
+        fault_on = fault is not None
         if fault_on == bool(self._leaked) or not self._leak_lock.acquire(blocking=False):
             return  # nothing to change, or another thread is changing it
         try:
@@ -126,7 +127,7 @@ class ApiState:
                         self._leaked.append(pool.getconn(timeout=LEAK_TIMEOUT_S))
                     except PoolTimeout:
                         break  # the database is away: try again on the next request
-                if self._leaked:
+                if self._leaked and not fault.hidden:  # a drill's leak leaves no note
                     log.warning("chaos: holding every pooled connection",
                                 extra={"event": "chaos_injected", "fault": "pool-exhaustion",
                                        "connections": len(self._leaked)})
@@ -312,8 +313,9 @@ def _register_routes(app, state: ApiState) -> None:
             order = models.parse_order(order_model, data)
         except ValidationError as exc:
             details = models.error_details(exc)
-            log.info("order rejected", extra={"event": "order_rejected",
-                                              "fields": [d["field"] for d in details]})
+            # A warning: a client sending invalid orders is worth a look, not a page.
+            log.warning("order rejected", extra={"event": "order_rejected",
+                                                 "fields": [d["field"] for d in details]})
             return error(400, "validation_error", "the order is invalid", details)
 
         if state.levers().halted(order.symbol):
@@ -327,6 +329,10 @@ def _register_routes(app, state: ApiState) -> None:
 
         fault = state.chaos().active().get("api-errors")
         if fault is not None and random.random() < (1.0 if fault.rate is None else fault.rate):
+            if fault.hidden:  # a drill's: fail as a broken process would, naming nothing
+                log.error("request failed", extra={"event": "request_failed",
+                                                   "client_order_id": order.client_order_id})
+                return error(500, "internal", "internal error; see the API's logs")
             log.warning("chaos: failing an order on purpose",
                         extra={"event": "chaos_injected", "fault": "api-errors",
                                "client_order_id": order.client_order_id})

@@ -24,6 +24,7 @@ from tradelab.cli.common import (
     restore_overdue_faults,
     settings_from,
 )
+from tradelab.faults import FAULTS, check_fault
 
 chaos_app = command_group(
     help="Turn faults on and off: exchange errors, latency, engine stall, outages.",
@@ -50,7 +51,9 @@ def on_cli(
         show_default=False)] = None,
     persists: Annotated[bool, typer.Option(
         "--persist", help="Its effect outlives `chaos off` until a lever ends it "
-                          "(retry-storm).")] = False,
+                          "(retry-storm); a wedged-process fault: --for ends its trigger "
+                          "only, the processes it hit stay wedged until `tradelab ops "
+                          "restart`.")] = False,
 ) -> None:
     """Turn a fault on; running services pick it up within about 2 s."""
     from tradelab.chaos import chaos_on
@@ -62,8 +65,12 @@ def on_cli(
     entry = chaos_on(settings, lab_from(ctx), name, rate=rate, latency_ms=latency_ms,
                      duration_s=seconds, venue=venue, persists=persists,
                      notice=lambda line: typer.echo(f"warning: {line}", err=True))
-    typer.echo(f"chaos on: {name}{_params(entry)}"
-               + (f" for {format_duration(seconds)}" if seconds else " until `tradelab chaos off`"))
+    until = " until `tradelab chaos off`"
+    if seconds:
+        until = f" for {format_duration(seconds)}" + (
+            ", then the processes it hit stay wedged until restarted"
+            if persists and check_fault(name).cleared_by_restart else "")
+    typer.echo(f"chaos on: {name}{_params({**entry, 'fault': name})}{until}")
 
 
 @chaos_app.command("off")
@@ -117,6 +124,8 @@ def status_cli(
         "since": f.get("since", "-"), "set by": _set_by(f),
         "remaining": "until the drill ends" if f["kind"] == "hidden"
         else "until off" if f["remaining_s"] is None
+        else "trigger over: wedged until `tradelab ops restart`" if f.get("persists")
+        and f["remaining_s"] == 0 and check_fault(f["fault"]).cleared_by_restart
         else "past its end: `tradelab chaos off` restores it" if f["remaining_s"] == 0
         else format_duration(max(1, f["remaining_s"])),
     } for f in faults])
@@ -129,7 +138,7 @@ def list_cli(
 ) -> None:
     """Every fault: what it breaks, the signal it leaves, the alert and the runtimes."""
     from tradelab.chaos_state import flag_file, store_for
-    from tradelab.faults import DEFAULT_FAULT, FAULTS
+    from tradelab.faults import DEFAULT_FAULT
 
     faults = [f.as_dict() for f in FAULTS.values()]
     flag = flag_file(store_for(settings_from(ctx), lab_from(ctx)).path)
@@ -159,7 +168,8 @@ def _params(entry: dict) -> str:
     if entry.get("venue") is not None:
         parts.append(f"venue {entry['venue']}")
     if entry.get("persists"):
-        parts.append("persists after off")
+        wedges = entry.get("fault") in FAULTS and FAULTS[entry["fault"]].cleared_by_restart
+        parts.append("wedged after its trigger" if wedges else "persists after off")
     return f" ({', '.join(parts)})" if parts else ""
 
 

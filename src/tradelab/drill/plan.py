@@ -5,8 +5,13 @@
     plan["inject_after_s"], plan["red_herring"]
 
 The same seed, level, scenario and window give the same plan. A drill only uses faults
-a responder can mitigate with a lever (or that a lever's effect can be seen to undo):
-the runtime faults and the faults that name their `ops` levers (tradelab.faults).
+whose mitigation the watcher can see: db-outage (postgres runs again), the faults a
+restart clears (the service's process started after them) and a venue's faults (orders
+routed to another venue). Faults whose levers it cannot see yet (ops halt, ops db
+sessions --kill) are left out.
+Level 3 plays two faults at once, or one wedged-process fault that persists: its
+trigger ends after `trigger_s` (a random time in the window), and the processes it hit
+stay wedged until restarted ({"fault": "engine-stall", "persists": True, "trigger_s": 42}).
 """
 
 from __future__ import annotations
@@ -14,17 +19,12 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from tradelab.drill.herrings import RED_HERRINGS
 from tradelab.errors import TradelabError
 from tradelab.faults import FAULTS, Fault, check_fault
 
 LEVELS = (1, 2, 3)
 DEFAULT_WINDOW = (30.0, 180.0)
-# Harmless but visible: posted to Alertmanager as a ticket while the drill runs.
-RED_HERRINGS = (
-    {"alertname": "LoadWorkerRestarted", "summary": "a Locust worker restarted"},
-    {"alertname": "LogWarningsBurst", "summary": "a burst of warning logs from the api"},
-    {"alertname": "CertificateExpiresSoon", "summary": "a certificate expires in 20 days"},
-)
 # The parameters a drill gives a fault that takes them (strong enough to page).
 DRILL_PARAMS = {"rate": 0.6, "latency_ms": 1500}
 
@@ -35,11 +35,13 @@ def drill_faults(venues: list[str] | None = None) -> list[str]:
 
 
 def _mitigable(fault: Fault, venues: list[str] | None) -> bool:
+    """Whether the watcher can see this fault mitigated (tradelab.drill.watch)."""
     if fault.kind == "runtime":
         return fault.name == "db-outage"  # a supervisor restarts a killed process by itself
-    if "venue" in fault.params:  # routing away mitigates one venue's fault, not every venue's
-        return venues is not None and len(venues) > 1
-    return bool(getattr(fault, "mitigated_by", ()))
+    if any(lever.startswith("ops route") for lever in fault.mitigated_by):
+        # routing away mitigates one venue's fault, not every venue's
+        return "venue" in fault.params and venues is not None and len(venues) > 1
+    return fault.restarted_service is not None  # seen in the service's start time
 
 
 def plan_drill(seed: int, level: int = 1, scenario: str | None = None,
@@ -62,19 +64,24 @@ def plan_drill(seed: int, level: int = 1, scenario: str | None = None,
             raise TradelabError(f"fault {scenario} cannot be played as a drill (no lever "
                                 f"mitigates it); use one of {', '.join(candidates)}")
     rng = random.Random(seed)
-    first = scenario or rng.choice(candidates)
+    wedging = [n for n in candidates if FAULTS[n].cleared_by_restart]
+    persisting = level == 3 and rng.choice((False, True)) and bool(wedging) and (
+        scenario is None or scenario in wedging)
+    first = scenario or rng.choice(wedging if persisting else candidates)
     names = [first]
-    if level == 3:
+    if level == 3 and not persisting:
         others = [n for n in candidates if n != first]
         if not others:
             raise TradelabError(f"level 3 plays two faults at once, and this lab can play "
                                 f"only {first} as a drill: use level 1 or 2")
         names.append(rng.choice(others))
     delay = round(rng.uniform(low, high), 1)
+    faults = [_fault_plan(check_fault(n), rng, in_use or venues) for n in names]
+    if persisting:
+        faults[0].update(persists=True, trigger_s=max(1.0, round(rng.uniform(low, high), 1)))
     plan: dict[str, Any] = {
         "seed": seed, "level": level, "window_s": [low, high], "inject_after_s": delay,
-        "faults": [_fault_plan(check_fault(n), rng, in_use or venues) for n in names],
-        "red_herring": None,
+        "faults": faults, "red_herring": None,
     }
     if level >= 2:
         herring: dict[str, Any] = dict(rng.choice(RED_HERRINGS))

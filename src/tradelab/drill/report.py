@@ -19,8 +19,9 @@ import time
 from datetime import datetime
 from typing import Any
 
+from tradelab.drill.herrings import end_red_herring
 from tradelab.drill.session import DrillSession, now_iso, parse_iso
-from tradelab.drill.watch import audit_entries, post_red_herring
+from tradelab.drill.watch import audit_entries
 from tradelab.errors import TradelabError
 
 WRAPPED = ".wrapped"
@@ -42,7 +43,7 @@ def wrap_up(settings: Any, lab: Any, session: DrillSession) -> bool:
             except TradelabError as exc:
                 session.append("restore_failed", fault=fault["fault"], error=str(exc))
     if plan.get("red_herring") and session.first("red_herring"):
-        post_red_herring(settings, plan["red_herring"], minutes=0)
+        end_red_herring(settings, plan["red_herring"])
     if plan.get("load_started"):
         from tradelab.load import stop_load
 
@@ -270,16 +271,16 @@ def postmortem(session: DrillSession, card: dict[str, Any], charts: list[str]) -
         f"- duration: {_n(times['duration_s'])} s", "",
         "## Timeline (UTC)", "",
     ]
-    timeline = [(e["time"], _describe(e)) for e in session.events()
-                if e["event"] != "red_herring"]  # its alert_firing event says it
+    herring = (plan.get("red_herring") or {}).get("alertname")
+    timeline = [(e["time"], _describe(e)) for e in session.events()  # the herring once
+                if not (e["event"].startswith("alert_") and e["alertname"] == herring)]
     for entry in audit_entries_between(session):
         command = " ".join([entry["command"], *entry.get("arguments", [])])
         timeline.append((entry["time"], f"operator: `tradelab {command}` ({entry['outcome']})"))
     lines += [f"- {when} {what}" for when, what in sorted(timeline)]
     lines += [
         "", "## Root cause", "",
-        "; ".join(f"{f['fault']}" + (f" ({', '.join(f'{k} {v}' for k, v in f['params'].items())})"
-                                     if f["params"] else "") for f in plan["faults"]) + ".",
+        "; ".join(_root_cause(f) for f in plan["faults"]) + ".",
         "", "## Detection", "",
         ("Paged: " + ", ".join(e["alertname"] for e in session.events("alert_firing")
                                if e["severity"] == "page") + "."
@@ -312,6 +313,15 @@ def audit_entries_between(session: DrillSession) -> list[dict[str, Any]]:
             and not e["command"].startswith("drill")]
 
 
+def _root_cause(fault: dict[str, Any]) -> str:
+    params = ", ".join(f"{k} {v}" for k, v in fault["params"].items())
+    text = fault["fault"] + (f" ({params})" if params else "")
+    if fault.get("persists"):
+        text += (f", persisting: its trigger ended {fault['trigger_s']:g} s after the "
+                 "injection, and the processes it hit stayed wedged until restarted")
+    return text
+
+
 def _describe(event: dict[str, Any]) -> str:
     kind = event["event"]
     if kind == "injected":
@@ -321,7 +331,9 @@ def _describe(event: dict[str, Any]) -> str:
     if kind == "diagnose":
         return (f"diagnosis: {event['fault']} ({'right' if event['correct'] else 'wrong'})")
     if kind == "red_herring":
-        return f"{event['alertname']} (ticket) firing"
+        return f"red herring: {event['summary']}"
+    if kind == "trigger_ended":
+        return f"trigger ended ({event['fault']}); the processes it hit stay wedged"
     return kind.replace("_", " ")
 
 

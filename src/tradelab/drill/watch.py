@@ -10,18 +10,18 @@ and whether the SLIs are within objective (the game days' probe). The drill comp
 once the effect has been gone, the SLIs fine and no page firing for `sustain_s` in a row.
 Mitigation is seen in
 the lab, never declared: a runtime fault is gone when its service runs again; a fault a
-restart clears is gone once the service was restarted after it went on; a venue's fault
-is gone once orders are routed to another venue (the `ops` levers, in the audit log).
+restart clears is gone once the service's process (as its runtime reports it) started
+after the fault went on, or, for a persisting one, after its trigger ended, since the
+processes it hit stay wedged; a venue's fault is gone once orders are routed to another
+venue (the `ops route` lever, in the audit log).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import time
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,9 +45,22 @@ def spawn_watcher(lab: Any, session: DrillSession, poll_s: float, sustain_s: flo
 
 def watch(settings: Any, lab: Any, session: DrillSession, poll_s: float = 1.0,
           sustain_s: float = 120.0) -> str:
-    """Run the drill to its end; return how it finished."""
+    """Run the drill to its end; return how it finished. Whatever happens, the lab is
+    restored and the reports written (a watcher that fails ends its drill)."""
     from tradelab.drill.report import wrap_up
 
+    try:
+        _watch_until_finished(settings, lab, session, poll_s, sustain_s)
+    except BaseException as exc:
+        session.append("ended", reason=f"the watcher failed: {exc!r}"[:300])
+        raise
+    finally:
+        wrap_up(settings, lab, session)
+    return session.finished() or "ended"
+
+
+def _watch_until_finished(settings: Any, lab: Any, session: DrillSession, poll_s: float,
+                          sustain_s: float) -> None:
     plan = session.plan
     started = parse_iso(session.required("started")["time"])
     inject_at = started + timedelta(seconds=plan["inject_after_s"])
@@ -57,16 +70,24 @@ def watch(settings: Any, lab: Any, session: DrillSession, poll_s: float = 1.0,
     injected_at: datetime | None = None
     effect_gone = False
     healthy_since: float | None = None
+    triggers_ended: set[str] = set()
     while not session.finished():
         now = datetime.now(UTC)
         if injected_at is None and now >= inject_at:
             injected_at = _inject(settings, lab, session, plan)
         if herring is not None and herring_at is not None and now >= herring_at:
-            post_red_herring(settings, herring, minutes=30)
-            session.append("red_herring", alertname=herring["alertname"])
+            from tradelab.drill.herrings import play_red_herring
+
+            session.append("red_herring", herring=herring["kind"], summary=herring["summary"],
+                           **play_red_herring(settings, lab, herring))
             herring_at = None
         firing = _record_alerts(settings, session, firing)
         if injected_at is not None:
+            for fault in plan["faults"]:
+                if fault.get("persists") and fault["fault"] not in triggers_ended and \
+                        now >= injected_at + timedelta(seconds=fault["trigger_s"]):
+                    session.append("trigger_ended", fault=fault["fault"])
+                    triggers_ended.add(fault["fault"])
             gone = all(fault_effect_gone(settings, lab, f, injected_at) for f in plan["faults"])
             if gone != effect_gone:
                 session.append("effect_gone" if gone else "effect_back")
@@ -80,15 +101,14 @@ def watch(settings: Any, lab: Any, session: DrillSession, poll_s: float = 1.0,
             else:
                 healthy_since = None
         time.sleep(poll_s)
-    wrap_up(settings, lab, session)
-    return session.finished() or "ended"
 
 
 def _inject(settings: Any, lab: Any, session: DrillSession, plan: dict[str, Any]) -> datetime:
     from tradelab.chaos import chaos_on
 
     for fault in plan["faults"]:
-        chaos_on(settings, lab, fault["fault"], hidden=True, **fault["params"])
+        chaos_on(settings, lab, fault["fault"], hidden=True, **fault["params"],
+                 persists=fault.get("persists", False), duration_s=fault.get("trigger_s"))
     event = session.append("injected", faults=[f["fault"] for f in plan["faults"]])
     return parse_iso(event["time"]) if event else datetime.now(UTC)
 
@@ -115,26 +135,35 @@ def fault_effect_gone(settings: Any, lab: Any, fault: dict[str, Any],
     """Whether the lab no longer suffers from `fault` (see the module docstring)."""
     spec = check_fault(fault["fault"])
     if spec.kind == "runtime" and spec.service is not None:
-        from tradelab.orchestrator import running_driver
+        status = _inspect(settings, lab, spec.service)
         from tradelab.runtimes.base import ServiceState
 
-        try:
-            state = running_driver(settings, lab).inspect(spec.service).state
-        except TradelabError:
-            return False
-        return state is ServiceState.RUNNING
+        return status is not None and status.state is ServiceState.RUNNING
+    if spec.restarted_service is not None:
+        status = _inspect(settings, lab, spec.restarted_service)
+        # Processes started before this were hit (by the trigger, for a persisting fault).
+        clean_after = injected_at + timedelta(seconds=fault.get("trigger_s") or 0)
+        return (status is not None and status.started_at is not None
+                and status.started_at >= clean_after.timestamp())
     levers = [lever.split() for lever in getattr(spec, "mitigated_by", ())]
     for command, arguments in levers_pulled(lab, injected_at):
         for lever in levers:
-            if lever[:3] == ["ops", "restart", lever[-1]] and command == "ops restart" \
-                    and lever[-1] in arguments:
-                return True
             if lever[:2] == ["ops", "route"] and command == "ops route":
                 venue = fault["params"].get("venue")
                 chosen = _option(arguments, "--venue")
                 if venue is not None and chosen is not None and chosen != venue:
                     return True
     return False
+
+
+def _inspect(settings: Any, lab: Any, service: str) -> Any:
+    """The service's ServiceStatus in the running lab, or None when it cannot be had."""
+    from tradelab.orchestrator import running_driver
+
+    try:
+        return running_driver(settings, lab).inspect(service)
+    except TradelabError:
+        return None
 
 
 def levers_pulled(lab: Any, since: datetime) -> list[tuple[str, list[str]]]:
@@ -170,23 +199,3 @@ def slis_within_objective(lab: Any) -> bool:
         return probe({"tradelab_lab_dir": str(lab.root)})
     except TradelabError:
         return False
-
-
-def post_red_herring(settings: Any, herring: dict[str, Any], minutes: float) -> None:
-    """Post (or, with minutes=0, resolve) the harmless ticket alert in Alertmanager."""
-    from tradelab.alerts import alertmanager_url
-
-    now = datetime.now(UTC)
-    body = [{
-        "labels": {"alertname": herring["alertname"], "severity": "ticket"},
-        "annotations": {"summary": herring["summary"]},
-        "startsAt": now.isoformat(), "endsAt": (now + timedelta(minutes=minutes)).isoformat()
-        if minutes else now.isoformat(),
-    }]
-    request = urllib.request.Request(f"{alertmanager_url(settings)}/api/v2/alerts",
-                                     data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        urllib.request.urlopen(request, timeout=3).close()
-    except OSError:
-        pass  # a red herring nobody can see is no harm

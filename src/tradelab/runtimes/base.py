@@ -57,6 +57,9 @@ class ServiceStatus:
     health: Health
     url: str | None = None
     detail: str = ""
+    # Unix time its (oldest) process started, while it runs; None when unknown. Whole
+    # seconds on the local runtime (supervisord): never later than the real start.
+    started_at: float | None = None
 
     def __post_init__(self) -> None:
         self.state = ServiceState(self.state)

@@ -437,16 +437,18 @@ class DockerRuntime:
         url = self.stack.url(name)
         if not containers:
             return ServiceStatus(name, ServiceState.MISSING, Health.NOT_APPLICABLE, url)
-        state = health.state(containers[0])
+        states = [health.state(c) for c in containers]
+        state = states[0]
         # A stopped container keeps its last health status: not meaningful any more.
         checked = Health((state.get("Health") or {}).get("Status") or "none"
                          if state["Status"] == "running" else "n/a")
         detail = f"exit {state.get('ExitCode')}" if state["Status"] == "exited" else ""
         if len(containers) > 1:
-            running = sum(health.state(c)["Status"] == "running" for c in containers)
+            running = sum(s["Status"] == "running" for s in states)
             detail = f"{running}/{len(containers)} running"
+        started = [t for s in states if (t := health.started_at(s)) is not None]
         return ServiceStatus(name, _STATES.get(state["Status"], ServiceState.DEAD), checked,
-                             url, detail)
+                             url, detail, started_at=min(started, default=None))
 
     @_translated
     def is_up(self) -> bool:

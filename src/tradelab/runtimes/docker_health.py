@@ -11,8 +11,10 @@ the wait at once with its last log lines, so a broken service never costs the ti
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from tradelab.errors import TradelabError
@@ -84,6 +86,17 @@ def probe_now(container, svc: Service) -> bool:
 def state(container) -> dict[str, Any]:
     container.reload()
     return container.attrs["State"]
+
+
+def started_at(state: dict[str, Any]) -> float | None:
+    """Unix time a running container last started (Docker's StartedAt, nanoseconds cut)."""
+    if state.get("Status") != "running" or not state.get("StartedAt"):
+        return None
+    text = re.sub(r"(\.\d{6})\d*", r"\1", state["StartedAt"]).replace("Z", "+00:00")
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
 
 
 def meets(state: dict[str, Any], condition: str) -> bool:

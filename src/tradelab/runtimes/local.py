@@ -196,7 +196,8 @@ class LocalRuntime:
             health = Health.UNHEALTHY
         detail = (f"pid {pids[0]}" if len(pids) == 1 else
                   f"{len(pids)} replicas, pids {', '.join(map(str, pids))}" if pids else "")
-        return ServiceStatus(name, state, health, url, detail)
+        started = float(info["start"]) if pids and info.get("start") else None
+        return ServiceStatus(name, state, health, url, detail, started_at=started)
 
     def logs(self, service: str, follow: bool = False, tail: int | None = 100,
              out: TextIO | None = None) -> None:

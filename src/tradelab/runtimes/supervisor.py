@@ -226,6 +226,7 @@ class Supervisor:
                 continue
             if info["pid"]:
                 group["pids"].append(info["pid"])
+                group["start"] = min(group.get("start") or info["start"], info["start"])
             if group["statename"] == "RUNNING" and info["statename"] != "RUNNING":
                 group.update(statename=info["statename"], exitstatus=info["exitstatus"])
         return programs
