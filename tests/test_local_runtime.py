@@ -28,7 +28,8 @@ from support.polling import wait_for
 
 from tradelab.errors import TradelabError
 from tradelab.lab import Lab
-from tradelab.orchestrator import up
+from tradelab.orchestrator import converge, up
+from tradelab.runtimes.base import Action
 from tradelab.runtimes.local import LocalRuntime, session_processes
 from tradelab.runtimes.local_postgres import postgres_data_dir, remove_postgres_data
 from tradelab.settings import load_settings
@@ -177,6 +178,25 @@ def test_second_up_is_a_noop_and_the_cli_sees_the_lab(local_lab):
     missing = local_lab.cli("logs", "grafana")
     assert missing.returncode == 1
     assert "not available in the local runtime" in missing.stderr
+
+
+def test_the_plan_starts_only_what_is_not_running_after_what_it_needs(local_lab):
+    """The orchestrator's plan over the driver's primitives: nothing to do on a lab
+    that runs; a stopped engine is started (only it), and waited for until healthy."""
+    runtime = local_lab.runtime()
+    names = runtime.selectable(None, None)
+    steps = converge(runtime, names, build=False, timeout=60, echo=local_lab.messages.append)
+    assert {s.action for s in steps} == {Action.NOTHING}
+    before = {name: local_lab.pid(name) for name in ("postgres", "api")}
+    runtime.stop("engine")
+    local_lab.messages.clear()
+    steps = converge(local_lab.runtime(), names, build=False, timeout=60,
+                     echo=local_lab.messages.append)
+    assert {s.service: s.action for s in steps if s.action is not Action.NOTHING} == {
+        "engine": Action.START}
+    assert "starting engine" in local_lab.messages and "engine healthy" in local_lab.messages
+    assert local_lab.runtime().inspect("engine").health == "healthy"
+    assert {name: local_lab.pid(name) for name in before} == before
 
 
 def test_a_plain_up_finds_the_local_lab_where_it_runs(local_lab):

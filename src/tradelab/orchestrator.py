@@ -6,15 +6,19 @@
     down(settings, lab, volumes=True)                         # DownReport(runtime, removed)
     act(running_driver(settings, lab), "pause", "postgres")   # one primitive (a fault, a lever)
     wait_healthy(driver, "api", timeout_s=60)                 # after a lever: back in service?
+    converge(driver, names, timeout=300, echo=print)          # [Step("api", Action.START), ...]
 
 What every runtime shares lives here: choosing the driver, selecting services,
 rendering what they read (render writes every output), the one port check, doctor,
-and the status report. A driver (tradelab.runtimes.base.Driver) only carries out
-primitives on its runtime; nothing here assumes Docker or processes.
+a plan per service (create, recreate, start, nothing: compose's convergence plan),
+the start in dependency order with health waits, and the status report. A driver
+(tradelab.runtimes.base.Driver) only carries out primitives on its runtime; nothing
+here assumes Docker or processes.
 """
 
 from __future__ import annotations
 
+import io
 import sys
 import time
 from collections.abc import Callable
@@ -24,13 +28,14 @@ from typing import TYPE_CHECKING, Any
 from tradelab.alerts import AlertmanagerUnavailable, firing_alerts
 from tradelab.chaos_state import store_for
 from tradelab.errors import TradelabError
-from tradelab.faults import Action
+from tradelab.faults import Action as Primitive
 from tradelab.files import remove_path, write_atomic
 from tradelab.host import port_free
 from tradelab.limits import known_limits
 from tradelab.render import render_stack
 from tradelab.runtimes import docker_available
 from tradelab.runtimes.base import (
+    Action,
     Check,
     Driver,
     Health,
@@ -136,14 +141,16 @@ def up(settings: Settings, lab: Lab, runtime: str | None = None,
     render_for(driver, settings, lab, names)
     check_ports(driver, settings, names)
     driver.preflight(names, build)
-    services = with_web_pages(driver.up(names, build=build, timeout=timeout))
+    converge(driver, names, build=build, timeout=timeout, echo=echo or _progress)
     for name in names:  # still the old process: it rereads its rendered config
         if name in running and config_digest(driver, name) != configs[name] \
                 and driver.stack.services[name].reload_signal:
             (echo or _progress)(f"reloading {name} (its rendered configuration changed)")
             reload(driver, name)
     _remember_runtime(lab, driver.kind)
-    return UpReport(driver, services)
+    # What cannot run on this runtime is listed too, with why (local: Grafana, Loki).
+    return UpReport(driver, with_web_pages([s for s in driver.status() if s.name in names
+                                            or s.state is ServiceState.UNAVAILABLE]))
 
 
 def _driver_for_up(settings: Settings, lab: Lab, runtime: str | None,
@@ -178,6 +185,124 @@ def reload(driver: Driver, service: str) -> None:
         raise TradelabError(f"{service} cannot reload its configuration: restart it "
                             f"(`tradelab ops restart {service}`)")
     driver.signal(service, signame)
+
+
+# -- the plan, and the start in dependency order -------------------------------------------
+
+POLL_S = 0.25
+_DOING = {Action.CREATE: "creating", Action.RECREATE: "recreating", Action.START: "starting"}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One service's part of `up`: what to do, then the condition it must reach."""
+
+    service: str
+    action: Action
+    condition: str  # compose's: service_healthy, service_started, service_completed_successfully
+
+
+def converge(driver: Driver, names: list[str], build: bool = True, timeout: float = 300,
+             echo: Callable[[str], None] | None = None) -> list[Step]:
+    """Make the services `names` (in start order) run as specified: prepare, plan each
+    one, then start each as soon as what it depends on holds, and wait for all. A failure
+    takes back what this `up` made (driver.finish) and names the service's last log lines."""
+    echo = echo or _progress
+    started_at = time.monotonic()
+    failed = True
+    try:
+        driver.prepare(names, build)
+        steps = [Step(n, driver.action_for(n), driver.stack.services[n].ready_condition)
+                 for n in names]
+        if all(s.action is Action.NOTHING for s in steps):
+            echo(f"the lab is already up ({driver.name} runtime): nothing to do")
+        else:
+            _start_in_order(driver, steps, started_at + timeout, timeout, echo)
+            echo(f"all services healthy in {time.monotonic() - started_at:.1f}s")
+        failed = False
+        return steps
+    finally:
+        driver.finish(failed)
+
+
+def _start_in_order(driver: Driver, steps: list[Step], deadline: float, timeout: float,
+                    echo: Callable[[str], None]) -> None:
+    names = [s.service for s in steps]
+    needs = {s.service: [(d.service, d.condition) for d in
+                         driver.stack.services[s.service].depends_on if d.service in names]
+             for s in steps}
+    held: set[tuple[str, str]] = set()  # (service, condition) seen to hold
+    started: list[Step] = []
+    while True:
+        # In start order, as compose does: each as soon as what it depends on holds.
+        for step in steps[len(started):]:
+            if not all(_holds(driver, dep, cond, held, probe=True)
+                       for dep, cond in needs[step.service]):
+                break
+            if step.action is not Action.NOTHING:
+                echo(f"{_DOING[step.action]} {step.service}")
+                (driver.start if step.action is Action.START else driver.create)(step.service)
+            started.append(step)
+        waiting = []
+        for step in started:
+            if (step.service, step.condition) in held:
+                continue
+            if _holds(driver, step.service, step.condition, held):
+                if step.action is not Action.NOTHING:
+                    echo(f"{step.service} {_GOAL[step.condition]}")
+            else:
+                waiting.append(step)
+        if len(started) == len(steps) and not waiting:
+            return
+        if time.monotonic() > deadline:
+            late = (waiting or [s for s in steps if s not in started])[0]
+            raise _failure(driver, late.service, f"{late.service} did not become "
+                           f"{_GOAL[late.condition]} within {timeout:g}s (a slow machine: "
+                           "raise --timeout)")
+        time.sleep(POLL_S)
+
+
+_GOAL = {"service_completed_successfully": "done", "service_healthy": "healthy",
+         "service_started": "running"}
+_OVER = (ServiceState.EXITED, ServiceState.DEAD, ServiceState.RESTARTING)
+
+
+def _holds(driver: Driver, name: str, condition: str, held: set[tuple[str, str]],
+           probe: bool = False) -> bool:
+    """Whether `condition` holds for `name` now; a service that stopped instead fails at
+    once. `probe` (others wait on it): a health check now counts, not only the runtime's
+    own record (Docker runs its first check one interval after the start)."""
+    if (name, condition) in held:
+        return True
+    status = driver.inspect(name)
+    if condition == "service_completed_successfully":
+        ok = status.state is ServiceState.EXITED and status.exit_code == 0
+    elif status.state is not ServiceState.RUNNING:
+        ok = False
+    elif condition == "service_started":
+        ok = True
+    else:
+        ok = status.health in (Health.HEALTHY, Health.NONE) or (
+            probe and driver.health(name) is Health.HEALTHY)
+    if ok:
+        held.add((name, condition))
+        return True
+    if status.state in _OVER:
+        what = "failed" if condition == "service_completed_successfully" else "stopped"
+        code = "could not start" if status.exit_code is None else f"exit {status.exit_code}"
+        raise _failure(driver, name, f"{name} {what} ({code})")
+    return False
+
+
+def _failure(driver: Driver, name: str, message: str) -> TradelabError:
+    """`message` with the service's last log lines."""
+    out = io.StringIO()
+    try:
+        driver.logs(name, tail=15, out=out)
+    except TradelabError:
+        pass
+    lines = out.getvalue().rstrip() or "(no output)"
+    return TradelabError(f"{message}; its last log lines:\n{lines}")
 
 
 def render_for(driver: Driver, settings: Settings, lab: Lab, names: list[str]) -> None:
@@ -362,7 +487,7 @@ def _firing_alerts(settings: Settings, services: list[ServiceStatus]
 
 # -- primitives, for faults and levers -----------------------------------------------------
 
-def act(driver: Driver, action: Action, service: str) -> None:
+def act(driver: Driver, action: Primitive, service: str) -> None:
     """Carry out one primitive on `service` (a fault going on or off, an operator lever)."""
     match action:
         case "stop":
@@ -385,7 +510,7 @@ def act(driver: Driver, action: Action, service: str) -> None:
             raise unsupported(driver.kind, str(action), service)
 
 
-def restore(driver: Driver, service: str, action: Action) -> None:
+def restore(driver: Driver, service: str, action: Primitive) -> None:
     """Undo a runtime fault, unless the service is already back (a supervisor restarts a
     killed process by itself, and starting a running one is an error there). A running
     service may still be cut off its network: `connect` is done whatever its state."""

@@ -171,6 +171,14 @@ class Service:
         """The service as JSON-able data (paths as strings)."""
         return json.loads(json.dumps(asdict(self), default=str))
 
+    @property
+    def ready_condition(self) -> str:
+        """What `up` waits for on it, in compose's depends_on terms: a one-shot done,
+        a service with a health check healthy, any other running."""
+        if self.one_shot:
+            return "service_completed_successfully"
+        return "service_healthy" if self.healthcheck else "service_started"
+
     def spec_hash(self, extra: str = "") -> str:
         """A stable hash of the spec; `extra` adds e.g. a digest of mounted config files."""
         text = json.dumps(self.spec(), sort_keys=True, separators=(",", ":")) + extra

@@ -13,7 +13,7 @@ Kubernetes driver would be a third). A primitive a runtime cannot carry out rais
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol, TextIO
 
@@ -42,6 +42,15 @@ class ServiceState(StrEnum):
     UNAVAILABLE = "unavailable"  # cannot run on this runtime (e.g. Grafana off Docker)
 
 
+class Action(StrEnum):
+    """What `up` does for one service, as compose's convergence plan says it."""
+
+    CREATE = "create"  # nothing of it exists yet
+    RECREATE = "recreate"  # it exists, but its spec changed
+    START = "start"  # it exists as specified, and is not running
+    NOTHING = "nothing"  # running (a one-shot: done) as specified
+
+
 class Health(StrEnum):
     HEALTHY = "healthy"
     UNHEALTHY = "unhealthy"
@@ -60,13 +69,15 @@ class ServiceStatus:
     # Unix time its (oldest) process started, while it runs; None when unknown. Whole
     # seconds on the local runtime (supervisord): never later than the real start.
     started_at: float | None = None
+    exit_code: int | None = field(default=None, repr=False)  # of an exited service
 
     def __post_init__(self) -> None:
         self.state = ServiceState(self.state)
         self.health = Health(self.health)
 
     def as_dict(self) -> dict[str, str | None]:
-        return {**asdict(self), "state": str(self.state), "health": str(self.health)}
+        shown = {k: v for k, v in asdict(self).items() if k != "exit_code"}
+        return {**shown, "state": str(self.state), "health": str(self.health)}
 
 
 @dataclass(frozen=True)
@@ -114,9 +125,6 @@ class Driver(Protocol):
     def selectable(self, only: list[str] | None, without: list[str] | None) -> list[str]:
         """The services `up --only/--without` runs here, in start order."""
 
-    def up(self, names: list[str], build: bool, timeout: float) -> list[ServiceStatus]:
-        """Create and start what is missing or changed among `names`; wait until healthy."""
-
     def down(self, volumes: bool = False) -> list[str]:
         """Stop and remove everything; keep data unless `volumes`; return what data was
         deleted (paths, volume names: what `down --volumes` prints)."""
@@ -139,12 +147,26 @@ class Driver(Protocol):
         """Raise one TradelabError naming everything `up` of `names` would lack (Docker:
         each image neither here nor pullable), before anything is created."""
 
+    # -- what `up` is made of (tradelab.orchestrator.up plans and orders them) ----------
+    def prepare(self, names: list[str], build: bool) -> None:
+        """Make ready what `names` share before any of them is planned: Docker pulls and
+        builds images, makes the network and volumes; local writes the supervisord config
+        and starts supervisord."""
+
+    def action_for(self, service: str) -> Action:
+        """What `up` has to do for `service` now (after prepare)."""
+
+    def finish(self, failed: bool) -> None:
+        """The end of an `up`: when it failed, take back what prepare and create made
+        (the lab is never left half made); else tidy up (Docker: replaced app images)."""
+
     # -- primitives --------------------------------------------------------------------
     def inspect(self, service: str) -> ServiceStatus:
         """The service's state and health now."""
 
     def create(self, service: str) -> None:
-        """Create (or recreate, when its spec changed) and start the service."""
+        """Create (or recreate, when its spec changed) and start the service; returns
+        without waiting for it to be healthy."""
 
     def start(self, service: str) -> None: ...
 
@@ -177,7 +199,8 @@ class Driver(Protocol):
         """Write the service's logs to `out` (default stdout)."""
 
     def health(self, service: str) -> Health:
-        """One health check of the service now."""
+        """One health check of the service now (Docker runs the image's check command
+        at once instead of waiting for its next interval)."""
 
     def scale(self, service: str, replicas: int) -> None:
         """Run `replicas` copies of `service` (Locust workers) until the next `up`."""

@@ -1,21 +1,22 @@
 """The lab as Docker containers, driven through the Docker SDK from the Stack model.
 
     driver = DockerRuntime(settings, lab)     # usually through tradelab.orchestrator
-    driver.up(driver.selectable(None, ["grafana", "loki", "promtail"]), timeout=300)
+    driver.prepare(names, build=True); driver.action_for("api"); driver.create("api")
     driver.status(); driver.logs("api", tail=50); driver.down(volumes=True)
     driver.pause("postgres"); driver.unpause("postgres"); driver.restart("api")
     driver.scale("locust-worker", 3)   # until the next `up` (tradelab load --workers 3)
 
 Every object carries the labels docker-compose uses (project, service, container
 number) plus a config hash, and every lookup filters by them: the truth about what
-runs lives in Docker, not in a file. `up` is idempotent (inspect, create on NotFound)
-and recreates a container only when its hash changes; the hash covers the service's
-spec, the image id, the secrets it gets and the content of the rendered configs it
-mounts (but for a service with a reload signal, which the orchestrator reloads).
+runs lives in Docker, not in a file. `up` (tradelab.orchestrator.converge) is
+idempotent: a container is created when missing and recreated only when its hash
+changes; the hash covers the service's spec, the image id, the secrets it gets and
+the content of the rendered configs it mounts (but for a service with a reload
+signal, which the orchestrator reloads).
 
-A failed `up` prints the failing service's last log lines, then removes what that
-`up` created (containers, the network, volumes it made) and keeps what was there
-before, data volumes included: the lab is never left half made.
+A failed `up` removes what that `up` created (containers, the network, volumes it
+made; `finish(failed=True)`) and keeps what was there before, data volumes included:
+the lab is never left half made.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from tradelab.errors import TradelabError
 from tradelab.runtimes import docker_health as health
 from tradelab.runtimes import docker_image
 from tradelab.runtimes.base import (
+    Action,
     Check,
     ExecResult,
     Health,
@@ -134,6 +136,9 @@ class DockerRuntime:
         self.stack = build_stack(settings, lab, runtime="docker")
         self.echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
         self._client = None
+        self._up: _Created | None = None  # what the `up` under way created
+        self._images: dict[str, str] = {}  # image reference -> id, once prepared
+        self._build = False
 
     @property
     def client(self):
@@ -173,36 +178,45 @@ class DockerRuntime:
         return [(p.host_ip, p.host) for p in self._service(service).ports if p.host is not None]
 
     @_translated
-    def up(self, names: list[str], build: bool = True,
-           timeout: float = 300) -> list[ServiceStatus]:
-        """Images, network, volumes, then each service after what it depends on, until
-        healthy; a failure removes what this `up` created (the orchestrator rendered and
-        checked the ports before)."""
-        deadline = time.monotonic() + timeout
-        created = _Created()
-        try:
-            images = self.ensure_images(names, build)
-            self.ensure_network(created)
-            self.ensure_volumes(names, created)
-            met: set[tuple[str, str]] = set()  # (service, condition) already waited for
-            for name in names:
-                svc = self.stack.services[name]
-                for dep in svc.depends_on:
-                    if (dep.service, dep.condition) not in met:
-                        self.wait_for(dep.service, dep.condition, deadline, timeout,
-                                      probe=True)
-                        met.add((dep.service, dep.condition))
-                self.ensure_service(svc, images, created)
-            for name in names:
-                condition = health.condition_of(self.stack.services[name])
-                if (name, condition) not in met:
-                    self.wait_for(name, condition, deadline, timeout)
-        except BaseException:
+    def prepare(self, names: list[str], build: bool) -> None:
+        """Images (pulled or built), the network and the volumes `names` use."""
+        self._up, self._build = _Created(), build
+        self._images = self.ensure_images(names, build)
+        self.ensure_network(self._up)
+        self.ensure_volumes(names, self._up)
+
+    @_translated
+    def action_for(self, service: str) -> Action:
+        """From each replica's container and config hash; the most any of them needs."""
+        svc = self._service(service)
+        existing = {int(c.labels.get(LABEL_CONTAINER_NUMBER, "1")): c
+                    for c in self.containers(service)}
+        actions = {Action.RECREATE} if set(existing) - set(range(1, svc.replicas + 1)) else set()
+        for number in range(1, svc.replicas + 1):
+            container = existing.get(number)
+            spec = self.container_spec(svc, number, self._image_id(svc))
+            if container is None:
+                actions.add(Action.CREATE)
+            elif container.labels.get(LABEL_CONFIG_HASH) != spec.config_hash:
+                actions.add(Action.RECREATE)
+            elif not _settled(container, svc):
+                actions.add(Action.START)
+        for action in (Action.RECREATE, Action.CREATE, Action.START):
+            if action in actions:
+                return action
+        return Action.NOTHING
+
+    def finish(self, failed: bool) -> None:
+        created, self._up = self._up, None
+        if failed and created is not None:
             self._undo(created)
-            raise
-        if build:  # the containers of a replaced app image are gone now: so can it be
+        elif not failed and self._build:  # the containers of a replaced app image are gone
             docker_image.remove_replaced_app_images(self.client)
-        return [s for s in self.status() if s.name in names]
+
+    def _image_id(self, svc: Service) -> str:
+        if svc.image not in self._images:
+            self._images.update(self.ensure_images([svc.name], build=False))
+        return self._images[svc.image]
 
     def ensure_images(self, names: list[str], build: bool) -> dict[str, str]:
         """Image reference -> id for the services; pull or build what is missing."""
@@ -337,14 +351,10 @@ class DockerRuntime:
             if svc.one_shot and state["Status"] == "exited" and state.get("ExitCode") == 0:
                 return  # done, and nothing about it changed
             if state["Status"] != "running":
-                self.echo(f"starting {existing.name}")
                 self._start(existing, svc)
             return
         if existing is not None:
-            self.echo(f"recreating {existing.name} (its configuration changed)")
             _remove(existing)
-        else:
-            self.echo(f"creating {spec.create['name']}")
         container = self._create(spec)
         created.containers.append(container)
         self._start(container, svc)
@@ -380,11 +390,6 @@ class DockerRuntime:
                                     f"or set {key} to a free port in tradelab.yaml") from None
             raise TradelabError(f"cannot start service {svc.name}: {text}") from None
         container.reload()
-
-    def wait_for(self, name: str, condition: str, deadline: float, timeout: float,
-                 probe: bool = False) -> None:
-        health.wait_for(self.containers, self.stack.services[name], condition, deadline,
-                        timeout, self.echo, probe=probe)
 
     def _undo(self, created: _Created) -> None:
         if not (created.containers or created.network or created.volumes):
@@ -442,13 +447,15 @@ class DockerRuntime:
         # A stopped container keeps its last health status: not meaningful any more.
         checked = Health((state.get("Health") or {}).get("Status") or "none"
                          if state["Status"] == "running" else "n/a")
+        exited = state["Status"] in ("exited", "dead")
         detail = f"exit {state.get('ExitCode')}" if state["Status"] == "exited" else ""
         if len(containers) > 1:
             running = sum(s["Status"] == "running" for s in states)
             detail = f"{running}/{len(containers)} running"
         started = [t for s in states if (t := health.started_at(s)) is not None]
         return ServiceStatus(name, _STATES.get(state["Status"], ServiceState.DEAD), checked,
-                             url, detail, started_at=min(started, default=None))
+                             url, detail, started_at=min(started, default=None),
+                             exit_code=state.get("ExitCode") if exited else None)
 
     @_translated
     def is_up(self) -> bool:
@@ -463,12 +470,15 @@ class DockerRuntime:
 
     @_translated
     def create(self, service: str) -> None:
-        """Create what is missing or changed of one service, and start it (as `up` would,
-        for that service alone, with the image as it is)."""
+        """Create what is missing or changed of one service, and start it. Outside an `up`
+        (no prepare) with the image as it is, and what it made is removed if it fails."""
         svc = self._service(service)
+        if self._up is not None:
+            self.ensure_service(svc, self._images, self._up)
+            return
         created = _Created()
         try:
-            self.ensure_service(svc, self.ensure_images([service], build=False), created)
+            self.ensure_service(svc, {svc.image: self._image_id(svc)}, created)
         except BaseException:
             self._undo(created)
             raise
@@ -555,7 +565,14 @@ class DockerRuntime:
 
     @_translated
     def health(self, service: str) -> Health:
-        return self.inspect(service).health
+        """Docker's record, or the image's check run now while Docker has not run it yet
+        (its first check comes one interval after the start)."""
+        svc = self._service(service)
+        status = self.inspect(service)
+        if (status.state is ServiceState.RUNNING and status.health is Health.STARTING
+                and all(health.probe_now(c, svc) for c in self.containers(service))):
+            return Health.HEALTHY
+        return status.health
 
     @_translated
     def scale(self, service: str, replicas: int, timeout: float = 120) -> None:
@@ -573,7 +590,7 @@ class DockerRuntime:
         created = _Created()
         try:
             self.ensure_service(svc, images, created)
-            health.wait_for(self.containers, svc, health.condition_of(svc),
+            health.wait_for(self.containers, svc, svc.ready_condition,
                             time.monotonic() + timeout, timeout, self.echo)
         except BaseException:
             self._undo(created)
@@ -672,6 +689,14 @@ _STATES = {"running": ServiceState.RUNNING, "paused": ServiceState.PAUSED,
 
 
 # -- small helpers ------------------------------------------------------------------------
+
+
+def _settled(container, svc: Service) -> bool:
+    """Running, or (a one-shot) done: nothing to start."""
+    state = container.attrs["State"]
+    if svc.one_shot:
+        return state["Status"] == "exited" and state.get("ExitCode") == 0
+    return state["Status"] == "running"
 
 
 def _tar(files: list[tuple[str, bytes, str | None]]) -> bytes:

@@ -1,7 +1,6 @@
 """Waiting for a service's containers: until a compose-style condition holds, or one clear error.
 
-    condition = condition_of(service)          # what `up` waits for: done, healthy or running
-    wait_for(runtime.containers, service, condition, deadline, timeout, echo, probe=True)
+    wait_for(runtime.containers, service, service.ready_condition, deadline, timeout, echo)
 
 The conditions are compose's `depends_on` ones: service_started, service_healthy (the
 image's health check, or running when it has none) and service_completed_successfully
@@ -21,12 +20,6 @@ from tradelab.errors import TradelabError
 from tradelab.stack import Service
 
 POLL_S = 0.5
-
-
-def condition_of(svc: Service) -> str:
-    if svc.one_shot:
-        return "service_completed_successfully"
-    return "service_healthy" if svc.healthcheck else "service_started"
 
 
 def wait_for(containers_of: Callable[[str], list], svc: Service, condition: str,

@@ -1,7 +1,8 @@
 """The local runtime: the lab as processes under supervisord, with an embedded PostgreSQL.
 
     driver = LocalRuntime(settings, lab)      # usually through tradelab.orchestrator
-    driver.up(driver.selectable(None, None))  # returns once every service is healthy
+    driver.prepare(names, build=False)        # supervisord up with the programs' config
+    driver.action_for("api"); driver.create("api")   # the orchestrator waits for health
     driver.status()         # every service of the stack, unavailable ones included
     driver.kill("api")      # SIGKILL; supervisord brings it back
     driver.pause("postgres")  # SIGSTOP to its process group; unpause: SIGCONT
@@ -32,6 +33,7 @@ from tradelab.files import count_files, remove_path
 from tradelab.host import pid_alive, process_tree
 from tradelab.runtimes import local_programs as lp
 from tradelab.runtimes.base import (
+    Action,
     Check,
     ExecResult,
     Health,
@@ -71,6 +73,8 @@ class LocalRuntime:
         self.supervisor = Supervisor(lab.state_dir / "local", lab.state_dir / "logs",
                                      identifier=f"tradelab-{lab.root.name}")
         self._plan: lp.Plan | None = None
+        self._cold = False  # this `up` started supervisord
+        self._replaced: list[str] = []  # programs this `up` replaced (settings changed)
 
     @property
     def plan(self) -> lp.Plan:
@@ -101,42 +105,33 @@ class LocalRuntime:
             self.echo("supervisord of this lab's last run is gone: stopping what it left")
             self._stop_all()
 
-    def up(self, names: list[str], build: bool = True,
-           timeout: float = 300) -> list[ServiceStatus]:
-        """Start what is not running, in dependency order; return once all are healthy
-        (the orchestrator rendered the configs and checked the ports before)."""
-        plan = self.plan
-        started_at = time.monotonic()
-        cold = not self.supervisor.running()
-        if cold:
-            self._prepare_files(names)
-            self.supervisor.write_config(plan.programs())
+    def prepare(self, names: list[str], build: bool) -> None:
+        """Directories, the database cluster, and supervisord holding the programs' config
+        (started, or told to reread it: a changed program is replaced, stopped)."""
+        self._cold = not self.supervisor.running()
+        self._prepare_files(names, running=not self._cold)
+        self.supervisor.write_config(self.plan.programs())
+        if self._cold:
             self.echo("starting supervisord (local runtime)")
             self.supervisor.start_daemon()
-        else:
-            self._prepare_files(names, running=True)
-            self.supervisor.write_config(plan.programs())
-            # Compared with what supervisord holds, not with the file: a run that failed
-            # halfway may have written a file supervisord never took in.
-            replaced = self.supervisor.apply_config()
-            if replaced:
-                self.echo(f"settings changed: restarting {', '.join(replaced)}")
-            if not self._not_running(names):
-                self.echo("the lab is already up (local runtime): nothing to do")
-                return self.status()
-        try:
-            self._start_in_order(names, deadline=started_at + timeout)
-        except xmlrpc.client.Fault as exc:
-            if cold:
-                self._stop_all(quiet=True)
-            raise TradelabError(f"supervisord refused: {exc.faultString} (log: "
-                                f"{self.supervisor.logs_dir / 'supervisord.log'})") from None
-        except BaseException:
-            if cold:  # a failed first start leaves no half-made lab behind (logs stay)
-                self._stop_all(quiet=True)
-            raise
-        self.echo(f"all services healthy in {time.monotonic() - started_at:.1f}s")
-        return self.status()
+            return
+        # Compared with what supervisord holds, not with the file: a run that failed
+        # halfway may have written a file supervisord never took in.
+        self._replaced = self.supervisor.apply_config()
+        if self._replaced:
+            self.echo(f"settings changed: restarting {', '.join(self._replaced)}")
+
+    def action_for(self, service: str) -> Action:
+        if service in self._replaced:
+            return Action.RECREATE
+        if not self._not_running([service]):
+            return Action.NOTHING
+        return Action.CREATE if self._cold else Action.START
+
+    def finish(self, failed: bool) -> None:
+        if failed and self._cold:  # a failed first start leaves no half-made lab (logs stay)
+            self._stop_all(quiet=True)
+        self._cold, self._replaced = False, []
 
     def down(self, volumes: bool = False) -> list[str]:
         """Stop every program and supervisord; with `volumes`, delete the lab's data and
@@ -182,10 +177,11 @@ class LocalRuntime:
         pids = info.get("pids") or []
         if state is ServiceState.RUNNING and pids and all(_stopped(pid) for pid in pids):
             state = ServiceState.PAUSED
+        code = info.get("exitstatus") if state is ServiceState.EXITED else None
         if spec.oneshot:
-            code = info.get("exitstatus", 0)
             detail = f"exit {code}" if state is ServiceState.EXITED else ""
-            return ServiceStatus(name, state, Health.NOT_APPLICABLE, url, detail)
+            return ServiceStatus(name, state, Health.NOT_APPLICABLE, url, detail,
+                                 exit_code=code)
         health = Health.NONE  # also for a running service that declares no check
         if state is ServiceState.RUNNING and spec.probe_port is not None:
             healthy = lp.probe(spec, self.settings, self.lab)
@@ -197,7 +193,8 @@ class LocalRuntime:
         detail = (f"pid {pids[0]}" if len(pids) == 1 else
                   f"{len(pids)} replicas, pids {', '.join(map(str, pids))}" if pids else "")
         started = float(info["start"]) if pids and info.get("start") else None
-        return ServiceStatus(name, state, health, url, detail, started_at=started)
+        return ServiceStatus(name, state, health, url, detail, started_at=started,
+                             exit_code=code)
 
     def logs(self, service: str, follow: bool = False, tail: int | None = 100,
              out: TextIO | None = None) -> None:
@@ -259,15 +256,18 @@ class LocalRuntime:
         return self._status_of(service, self.supervisor.process_info().get(service))
 
     def create(self, service: str) -> None:
-        """supervisord takes the program in (replacing it when its spec changed); started."""
+        """supervisord takes the program in (replacing it when its spec changed) and
+        starts it, without waiting."""
         self._rpc_on(service, lambda rpc: self.supervisor.write_config(self.plan.programs()))
         self.supervisor.apply_config()
-        self._start_in_order([service], deadline=time.monotonic() + 120)
+        self._before_start(service)
+        self._rpc_on(service, lambda rpc: rpc.startProcessGroup(service, False))
 
     def stop(self, service: str) -> None:
         self._rpc_on(service, lambda rpc: rpc.stopProcessGroup(service, True))
 
     def start(self, service: str) -> None:
+        self._before_start(service)
         self._rpc_on(service, lambda rpc: rpc.startProcessGroup(service, True))
 
     def restart(self, service: str) -> None:
@@ -331,7 +331,8 @@ class LocalRuntime:
         self.supervisor.write_config(self.plan.programs())
         self.supervisor.apply_config()
         self.echo(f"running {replicas} {service} process(es)")
-        self._start_in_order([service], deadline=time.monotonic() + 120)
+        self._rpc_on(service, lambda rpc: rpc.startProcessGroup(service, False))
+        self._wait_running(service, deadline=time.monotonic() + 120)
 
     # -- internals -------------------------------------------------------------------
     def _spec(self, service: str) -> lp.LocalService:
@@ -389,53 +390,21 @@ class LocalRuntime:
                 self.echo(f"initialising PostgreSQL in {cluster.data_dir}")
             prepare(cluster, self.lab.secret("postgres_password"))
 
-    def _start_in_order(self, wanted: list[str], deadline: float) -> None:
-        """Start each service as soon as what it depends on is ready; wait for all."""
-        todo = set(self._not_running(wanted))
-        deps = self.plan.dependencies(wanted)
-        started: list[str] = []
-        ready: set[str] = set()
-        while len(ready) < len(wanted):
-            for name in wanted:
-                if name not in started and all(d in ready for d in deps[name]):
-                    if name in todo:
-                        self.echo(f"starting {name}")
-                        self.supervisor.rpc.startProcessGroup(name, False)
-                    started.append(name)
-            infos = self.supervisor.process_info()
-            for name in started:
-                if name not in ready and self._ready(name, infos, announce=name in todo):
-                    ready.add(name)
-            if len(ready) == len(wanted):
-                return
-            if time.monotonic() > deadline:
-                late = next(n for n in started if n not in ready)
-                raise self._failure(late, f"{late} did not become healthy in time "
-                                          f"({self.plan.by_name[late].health_text})")
-            time.sleep(0.2)
-
-    def _ready(self, name: str, infos: dict[str, dict], announce: bool) -> bool:
-        """One look at a started service: ready, not yet, or a TradelabError if it failed."""
-        spec = self.plan.by_name[name]
-        info = infos.get(name, {"statename": "UNKNOWN", "exitstatus": None})
-        state = info["statename"]
-        if spec.oneshot:
-            if state == "EXITED" and info["exitstatus"] == 0:
-                if announce:
-                    self.echo(f"{name} finished")
-                return True
-            if state in ("EXITED", "FATAL", "BACKOFF"):
-                raise self._failure(name, f"{name} failed (exit {info['exitstatus']})")
-            return False
-        if state == "FATAL":
-            raise self._failure(name, f"{name} keeps exiting at start")
-        if state != "RUNNING" or not lp.probe(spec, self.settings, self.lab):
-            return False
-        if name == "postgres" and ensure_database(self.plan.admin_url("postgres"), lp.DB_NAME):
+    def _before_start(self, service: str) -> None:
+        """migrate needs the lab's database, which the embedded server has to be asked
+        for (PostgreSQL's image makes it from POSTGRES_DB); the server is up by then."""
+        if service == "migrate" and ensure_database(self.plan.admin_url("postgres"), lp.DB_NAME):
             self.echo(f"created database {lp.DB_NAME}")
-        if announce:
-            self.echo(f"{name} healthy")
-        return True
+
+    def _wait_running(self, service: str, deadline: float) -> None:
+        """Until every process of `service` answers its health check (scale)."""
+        while self.inspect(service).health not in (Health.HEALTHY, Health.NONE):
+            if self.supervisor.process_info().get(service, {}).get("statename") == "FATAL":
+                raise self._failure(service, f"{service} keeps exiting at start")
+            if time.monotonic() > deadline:
+                raise self._failure(service, f"{service} did not become healthy in time "
+                                             f"({self.plan.by_name[service].health_text})")
+            time.sleep(0.2)
 
     def _failure(self, name: str, message: str) -> TradelabError:
         paths = self.supervisor.log_files(name) or [self.supervisor.log_file(name)]
