@@ -70,3 +70,7 @@ def test_without_prometheus_the_longest_wait_is_said(severity, window, most):
     policy = slo_policy.policy_for(severity)
     ratios = {w: math.inf for c in policy.clauses for w in (c.long, c.short)}
     assert slo_policy.clears_after(policy, ratios, math.inf, 0.999) == (most, window)
+    # With the rule windows scaled (slo.window_scale, as game days and tests run), the
+    # wait is scaled too: a 5m window that really lasts 30s clears within 30s.
+    assert slo_policy.clears_after(policy, ratios, math.inf, 0.999, scale=0.1) \
+        == (most * 0.1, window)

@@ -81,6 +81,7 @@ def add_clearing_times(settings, alerts: list[dict[str, Any]],
     import math
 
     from tradelab import promql, slo_policy
+    from tradelab.durations import parse_duration, prometheus_duration
 
     url = prometheus or promql.prometheus_url(settings)
     for alert in alerts:
@@ -98,8 +99,12 @@ def add_clearing_times(settings, alerts: list[dict[str, Any]],
             measured = True
         except TradelabError:
             ratios, bad, measured = {w: math.inf for w in windows}, math.inf, False
+        scale = settings.slo.window_scale
         seconds, window = slo_policy.clears_after(policy, ratios, bad,
-                                                  getattr(settings.slo, slo))
+                                                  getattr(settings.slo, slo), scale)
+        if scale != 1:  # the rule's window as it really lasts
+            window = f"{window} x {scale:g} = {prometheus_duration(parse_duration(window) * scale)}"
+
         alert["clears"] = {"rule": slo_policy.describe(policy), "waits_on": window,
                            "after_fault_s": round(seconds), "measured": measured}
     return alerts

@@ -50,18 +50,19 @@ def policy_for(severity: str) -> BurnAlert | None:
 
 
 def clears_after(alert: BurnAlert, ratios: Mapping[str, float | None], bad_5m: float | None,
-                 target: float) -> tuple[float, str]:
+                 target: float, scale: float = 1.0) -> tuple[float, str]:
     """(seconds, window) until `alert` stops firing if the fault ended now, and the window
     that decides it. Traffic is taken as steady and the bad events as spread over the
     window: once they stop, a window's error ratio falls linearly to 0 over the window's
     length, so it is under a threshold k after window * (1 - k / ratio now). For a fault
     that already ended (or was shorter than the window) this is an upper bound. A clause
     holds while both its windows do, the alert while any clause does (and, for a page,
-    while MIN_BAD bad events remain)."""
+    while MIN_BAD bad events remain). `scale` is settings.slo.window_scale: the rules'
+    windows, named as unscaled (rate5m), last `scale` times as long."""
     def until_under(window: str, threshold: float, now: float | None) -> float:
         if now is None or now <= threshold:
             return 0.0
-        return parse_duration(window) * (1 - threshold / now)
+        return parse_duration(window) * scale * (1 - threshold / now)
 
     per_clause = []
     for clause in alert.clauses:
