@@ -55,7 +55,9 @@ class RecentlyUsed:
     aliveBypassWindowMs, a connection that just finished a query is trusted; one that
     sat idle (when a database restart would have broken it) is pinged first. A
     connection that breaks inside the window fails its request with a 503 and the
-    pool discards it.
+    pool discards it. `used` is called by the request's own thread, not as the pool's
+    `reset` callback: a pool with a reset hands every returned connection to its worker
+    threads, a thread hop per request that the next checkout waits for.
     """
 
     def __init__(self, watchdog: Watchdog, window_s: float = 0.5) -> None:
@@ -63,7 +65,8 @@ class RecentlyUsed:
         self.window_s = window_s
         self._last_used: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    def returned(self, conn) -> None:
+    def used(self, conn) -> None:
+        """`conn` just finished its work without an error."""
         self._last_used[conn] = time.monotonic()
 
     def check(self, conn) -> None:
@@ -190,8 +193,7 @@ class ApiState:
             timeout=timeout,
             # Checked on checkout: a connection broken by a database restart is
             # discarded there instead of failing the request that drew it.
-            check=self._recent.check,
-            reset=self._recent.returned,
+            check=self._recent.check,  # no reset callback: see RecentlyUsed
             # Give up a reconnect loop soon; the next request starts a fresh one, so
             # recovery after a long outage does not wait out a long backoff.
             reconnect_timeout=max(5.0, 2 * timeout),
@@ -219,6 +221,7 @@ class ApiState:
             with self.pool().connection(timeout=timeout) as conn, \
                     self.watchdog.watching(conn, work_limit_s):
                 yield conn
+                self._recent.used(conn)
         except (PoolTimeout, TooManyRequests, psycopg.OperationalError,
                 psycopg.errors.QueryCanceled) as exc:
             if isinstance(exc, psycopg.errors.LockNotAvailable):  # another session's lock

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 BASE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -37,12 +37,21 @@ class ApiMetrics:
     pool_waiting: Any
     replays: Any  # POST /trades answered with the trade its key already made (a 200)
     lock_timeouts: Any
+    _pool_written: dict[str, tuple[int, int, int]] = field(default_factory=dict,
+                                                           compare=False)
 
     def observe_pool(self, stats: dict[str, int]) -> None:
-        """Record this worker's pool stats (summed over live workers at scrape)."""
-        self.pool_size.set(stats.get("pool_size", 0))
-        self.pool_available.set(stats.get("pool_available", 0))
-        self.pool_waiting.set(stats.get("requests_waiting", 0))
+        """Record this worker's pool stats (summed over live workers at scrape).
+        Called after every request: the gauges are written only when a value changed
+        (each write is a locked mmap write in multiprocess mode)."""
+        values = (stats.get("pool_size", 0), stats.get("pool_available", 0),
+                  stats.get("requests_waiting", 0))
+        if self._pool_written.get("last") == values:
+            return
+        self._pool_written["last"] = values
+        self.pool_size.set(values[0])
+        self.pool_available.set(values[1])
+        self.pool_waiting.set(values[2])
 
 
 _metrics: ApiMetrics | None = None

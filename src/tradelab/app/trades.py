@@ -21,13 +21,13 @@ TRADE_COLUMNS = ("id, client_order_id, symbol, side, quantity, limit_price, stat
 
 # One statement, so one round trip and one implicit transaction: the trade and its
 # "received" event commit together, or neither does.
-_INSERT = f"""
+_INSERT = """
 WITH trade AS (
     INSERT INTO trades (client_order_id, symbol, side, quantity, limit_price, source,
                         request_hash)
     VALUES (%s, %s, %s, %s, %s, %s, %s)
     ON CONFLICT (client_order_id) DO NOTHING
-    RETURNING {TRADE_COLUMNS}
+    RETURNING id, status, created_at, updated_at
 ), event AS (
     INSERT INTO trade_events (trade_id, event, status, detail)
     SELECT id, 'received', 'NEW', %s FROM trade
@@ -49,12 +49,21 @@ def create_or_replay(conn, order: Any, req_hash: str, source: str = "api"
     from psycopg.types.json import Jsonb
 
     price = None if order.limit_price is None else Decimal(repr(order.limit_price))
-    with conn.cursor(row_factory=dict_row) as cur:
+    with conn.cursor() as cur:
         cur.execute(_INSERT, (order.client_order_id, order.symbol, order.side, order.quantity,
                               price, source, req_hash, Jsonb({"source": source})))
-        row = cur.fetchone()
-        if row is not None:
-            return _plain(row), True
+        inserted = cur.fetchone()
+    if inserted is not None:
+        # The new row is the order as inserted plus what the database set: RETURNING
+        # reads back only the latter (fewer columns to send, parse and convert).
+        trade_id, status, created_at, updated_at = inserted
+        return {"id": trade_id, "client_order_id": order.client_order_id,
+                "symbol": order.symbol, "side": order.side, "quantity": order.quantity,
+                "limit_price": order.limit_price, "status": status, "fill_price": None,
+                "failure_reason": None, "venue": None, "source": source,
+                "request_hash": req_hash, "created_at": created_at,
+                "updated_at": updated_at}, True
+    with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(f"SELECT {TRADE_COLUMNS} FROM trades WHERE client_order_id = %s",
                     (order.client_order_id,))
         row = cur.fetchone()
