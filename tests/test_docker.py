@@ -381,6 +381,39 @@ def test_a_level_1_drill_is_played_to_a_passing_scorecard(docker_lab):
     assert Path(card["files"]["postmortem"]).read_text().count("## Timeline") == 1
 
 
+@pytest.mark.parametrize("scenario", ["db-outage", "exchange-errors", "network-cut"])
+def test_a_game_day_on_docker_detects_recovers_and_loses_nothing(docker_lab, scenario):
+    """Bundled game days on the Docker runtime (a database stopped through the driver, a
+    venue failing inside the engine, the engine cut off the network, which only Docker
+    can do), with the shortened timings of tests/test_gameday.py; the rest of the
+    catalogue runs on the local runtime there."""
+    from test_gameday import FAST, _assert_report, _valid_journal
+
+    config = yaml.safe_load((docker_lab.root / "tradelab.yaml").read_text())
+    if config.get("slo") != {"window_scale": 0.02}:  # as the drill test left it
+        config.update(slo={"window_scale": 0.02},
+                      prometheus={"scrape_interval_s": 1, "evaluation_interval_s": 1})
+        (docker_lab.root / "tradelab.yaml").write_text(yaml.safe_dump(config))
+        docker_lab.run("up", "--runtime", "docker", "--without", WITHOUT, "--no-build")
+
+    def pages() -> set[str]:
+        alerts = json.loads(docker_lab.run("alerts", "--json").stdout)
+        return {a["alertname"] for a in alerts if a["severity"] == "page"}
+
+    until("the earlier tests' pages to resolve", lambda: not pages(), timeout=180)
+    result = subprocess.run(
+        [sys.executable, "-m", "tradelab", "--lab-dir", str(docker_lab.root), "gameday",
+         "run", scenario, *FAST, "--json"], capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout)
+    print(f"\n[docker] {scenario}: detect {out['time_to_detect_s']}s, recover "
+          f"{out['time_to_recover_s']}s, {out['reconciliation']['summary']}", file=sys.stderr)
+    journal = _valid_journal(Path(out["directory"]))
+    assert journal["reconciliation"]["ok"] and journal["reconciliation"]["counts"]["ok"] > 0
+    assert any(a["alertname"] == out["expected_alert"] for a in out["alerts_seen"])
+    _assert_report(Path(out["directory"]))
+
+
 def test_doctor_passes_while_the_lab_runs(docker_lab):
     result = docker_lab.run("doctor", "--runtime", "docker", "--without", WITHOUT)
     assert "FAIL" not in result.stdout

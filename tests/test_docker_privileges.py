@@ -19,7 +19,7 @@ import yaml
 from dockerlab import Lab, until, write_lab
 
 from tradelab.lab import Lab as TradelabLab
-from tradelab.orchestrator import render_for
+from tradelab.orchestrator import converge, render_for
 from tradelab.runtimes.docker import DockerRuntime
 from tradelab.settings import load_settings
 
@@ -70,7 +70,7 @@ def test_the_log_agent_reads_every_containers_log_as_root_without_any_capability
     probe = replace(driver.stack.services["promtail"], image=DEBIAN, entrypoint=("sh", "-c"),
                     command=(PROBE,), depends_on=(), restart="no")
     driver.stack = replace(driver.stack, services={**driver.stack.services, "promtail": probe})
-    driver.up(["promtail"], build=False, timeout=60)
+    converge(driver, ["promtail"], build=False, timeout=60, echo=lambda _: None)
     (container,) = driver.containers("promtail")
 
     def probed() -> str | None:

@@ -123,20 +123,19 @@ def lab(tmp_path_factory):
                       f"{r['reconciliation']['summary']} |")
 
 
-def _local(scenario: str):
-    """A bundled scenario as a test parameter; skipped when its fault needs another runtime
-    (test_a_fault_the_local_runtime_cannot_make_is_refused_in_one_line covers those)."""
+def _on_local() -> list[str]:
+    """The bundled scenarios whose fault the local runtime can carry out; the others
+    (network-cut) are refused in one line there (test_a_fault_the_local_runtime_cannot_
+    make_is_refused_in_one_line) and run on Docker (tests/test_docker.py)."""
     from tradelab.faults import FAULTS
 
-    runtimes = FAULTS[scenario].runtimes
-    return pytest.param(scenario, marks=[] if "local" in runtimes else pytest.mark.skip(
-        reason=f"{scenario} needs the {' or '.join(runtimes)} runtime"))
+    return [s for s in sorted(bundled()) if "local" in FAULTS[s].runtimes]
 
 
 @pytest.mark.slow
 @pytest.mark.spread
 @needs_prometheus
-@pytest.mark.parametrize("scenario", [_local(s) for s in sorted(bundled())])
+@pytest.mark.parametrize("scenario", _on_local())
 def test_bundled_scenario_on_the_local_runtime(lab, scenario):
     result = _cli(lab, "gameday", "run", scenario, *FAST, "--json", timeout=400)
     out = json.loads(result.stdout)
