@@ -161,15 +161,17 @@ def test_a_retry_storm_duplicates_nothing_persists_past_off_and_a_halt_ends_it(d
         assert runner.invoke(_app(), ["chaos", "on", "retry-storm"]).exit_code == 0
         load = subprocess.Popen(
             [sys.executable, "-m", "tradelab", "load", "--host", url, "--users", "4",
-             "--spawn-rate", "4", "--duration", "18s", "--fail-ratio", "1", "--json"],
+             "--spawn-rate", "4", "--duration", "24s", "--fail-ratio", "1", "--json"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         _wait_for(lambda: any(p.stat().st_size for p in
                               (lab_dir / "state" / "load").glob("*/*.jsonl")),
                   60, "the first order in the ledger")
         started = time.time()
         marks = {}
+        # A user sees --persist at its next order after its chaos reader's next look
+        # (about a second each): the fault stays on 4 s so that every user has seen it.
         for at, args in ((3, ["chaos", "on", "retry-storm", "--persist"]),
-                         (4, ["chaos", "off"]), (6, ["ops", "halt"]), (7, ["ops", "resume"])):
+                         (7, ["chaos", "off"]), (9, ["ops", "halt"]), (10, ["ops", "resume"])):
             time.sleep(max(0.0, started + at - time.time()))
             assert runner.invoke(_app(), args).exit_code == 0, args
             marks[" ".join(args[:2]) + (" persist" if "--persist" in args else "")] = time.time()

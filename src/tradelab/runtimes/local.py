@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from tradelab.errors import TradelabError
 from tradelab.files import count_files, remove_path
-from tradelab.host import pid_alive, process_tree
+from tradelab.host import pid_alive, port_free, process_tree
 from tradelab.runtimes import local_programs as lp
 from tradelab.runtimes.base import (
     Action,
@@ -104,6 +104,13 @@ class LocalRuntime:
                 and session_processes(session)):
             self.echo("supervisord of this lab's last run is gone: stopping what it left")
             self._stop_all()
+            # The killed processes' sockets close as the kernel reaps them: the port
+            # check that follows must not find this lab's own ports taken meanwhile.
+            ports = [hp for name in self.plan.by_name for hp in self.host_ports(name)]
+            deadline = time.monotonic() + 10
+            while (not all(port_free(*hp) for hp in ports)
+                   and time.monotonic() < deadline):
+                time.sleep(0.2)
 
     def prepare(self, names: list[str], build: bool) -> None:
         """Directories, the database cluster, and supervisord holding the programs' config
@@ -427,10 +434,12 @@ class LocalRuntime:
         # Left behind only when supervisord itself was killed: its programs are orphans.
         # Killed until none is left (a dying postmaster may still fork), so their ports
         # are free when this returns.
+        # A program's children may have left the session (PostgreSQL's backends call
+        # setsid): each one's process tree is taken while its parent still holds it.
         killed: set[int] = set()
         deadline = time.monotonic() + 10
         while (left := session_processes(session)) and time.monotonic() < deadline:
-            for pid in left:
+            for pid in dict.fromkeys(c for p in left for c in process_tree(p)):
                 if not quiet and pid not in killed:
                     self.echo(f"process {pid} outlived supervisord: killing it")
                 killed.add(pid)
