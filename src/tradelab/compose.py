@@ -119,14 +119,7 @@ def _service(svc: Service, build: dict[str, Any]) -> dict[str, Any]:
 
 def _privileges(svc: Service) -> dict[str, Any]:
     """Capabilities, no-new-privileges and a read-only root, as the Docker runtime's."""
-    out: dict[str, Any] = {"cap_drop": list(svc.cap_drop)}
-    if svc.cap_add:
-        out["cap_add"] = list(svc.cap_add)
-    if svc.no_new_privileges:
-        out["security_opt"] = ["no-new-privileges:true"]
-    if svc.read_only:
-        out["read_only"] = True
-    return out
+    return svc.privileges
 
 
 def _common() -> dict[str, Any]:

@@ -26,7 +26,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 
@@ -170,6 +170,19 @@ class Service:
     def spec(self) -> dict:
         """The service as JSON-able data (paths as strings)."""
         return json.loads(json.dumps(asdict(self), default=str))
+
+    @property
+    def privileges(self) -> dict[str, Any]:
+        """Capabilities, no-new-privileges and a read-only root, under the names both the
+        compose file and docker-py's containers.create use."""
+        out: dict[str, Any] = {"cap_drop": list(self.cap_drop)}
+        if self.cap_add:
+            out["cap_add"] = list(self.cap_add)
+        if self.no_new_privileges:
+            out["security_opt"] = ["no-new-privileges:true"]
+        if self.read_only:
+            out["read_only"] = True
+        return out
 
     @property
     def ready_condition(self) -> str:

@@ -329,13 +329,7 @@ class DockerRuntime:
             create["entrypoint"] = list(svc.entrypoint)
         if svc.user:
             create["user"] = svc.user
-        create["cap_drop"] = list(svc.cap_drop)
-        if svc.cap_add:
-            create["cap_add"] = list(svc.cap_add)
-        if svc.no_new_privileges:
-            create["security_opt"] = ["no-new-privileges:true"]
-        if svc.read_only:
-            create["read_only"] = True
+        create.update(svc.privileges)
         if svc.healthcheck:
             hc, ns = svc.healthcheck, 1_000_000_000
             create["healthcheck"] = {
